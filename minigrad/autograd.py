@@ -1,0 +1,199 @@
+"""The engine: ``Function`` records a node of the graph, ``backward`` walks the graph in reverse.
+
+Every op is a ``Function`` subclass with two static methods, as in torch::
+
+    forward(ctx, *raw_arrays, **options) -> raw array
+    backward(ctx, grad)                  -> one gradient per positional input (None if not needed)
+
+``forward`` and ``backward`` see raw backend arrays (numpy or torch), never Tensors, and compute
+through ``ctx.xp``, the backend namespace. ``Function.apply`` wraps the result in a Tensor and, when
+a gradient will be needed, keeps ``ctx`` as the output's ``grad_fn``: ctx *is* the graph node.
+
+Broadcasting is undone in one place only (``unbroadcast``), so no op's backward has to care.
+"""
+from __future__ import annotations
+
+import contextlib
+import threading
+
+_state = threading.local()
+
+
+def is_grad_enabled() -> bool:
+    return getattr(_state, "grad_enabled", True)
+
+
+@contextlib.contextmanager
+def _grad_mode(enabled: bool):
+    prev = is_grad_enabled()
+    _state.grad_enabled = enabled
+    try:
+        yield
+    finally:
+        _state.grad_enabled = prev
+
+
+def no_grad():
+    """Context manager (and decorator) under which no graph is recorded."""
+    return _grad_mode(False)
+
+
+def enable_grad():
+    """Context manager that turns graph recording back on inside ``no_grad``."""
+    return _grad_mode(True)
+
+
+class Context:
+    """What a Function's forward leaves for its backward; also the node in the graph.
+
+    ``inputs`` holds the parent Tensors (None where the positional argument was not a Tensor).
+    """
+
+    __slots__ = ("fn", "xp", "inputs", "needs_input_grad", "saved", "freed", "__dict__")
+
+    def __init__(self, fn, xp):
+        self.fn, self.xp = fn, xp
+        self.saved, self.freed, self.inputs = (), False, ()
+
+    def save_for_backward(self, *arrays) -> None:
+        self.saved = arrays
+
+    @property
+    def saved_tensors(self) -> tuple:
+        if self.freed:
+            raise RuntimeError(
+                f"{self.name()}: trying to backward through the graph a second time; its saved "
+                "arrays were freed. Pass retain_graph=True to the first backward() to keep them.")
+        return self.saved
+
+    def name(self) -> str:
+        return self.fn.__name__ + "Backward"
+
+    def __repr__(self) -> str:
+        return f"<{self.name()}>"
+
+
+class Function:
+    """Base class of every op. Subclasses define ``forward`` and ``backward`` as static methods."""
+
+    @staticmethod
+    def forward(ctx: Context, *args, **kwargs):
+        raise NotImplementedError
+
+    @staticmethod
+    def backward(ctx: Context, grad):
+        raise NotImplementedError
+
+    @classmethod
+    def apply(cls, *args, **kwargs):
+        from .tensor import Tensor
+
+        xp = device = None
+        raw = []
+        for a in args:
+            if isinstance(a, Tensor):
+                if xp is None:
+                    xp, device = a._xp, a.device
+                elif a.device != device:
+                    raise RuntimeError(f"{cls.__name__}: expected all tensors on one device, "
+                                       f"got {device!r} and {a.device!r}")
+                raw.append(a.data)
+            else:
+                raw.append(a)
+        if xp is None:
+            raise TypeError(f"{cls.__name__}.apply needs at least one Tensor argument")
+        ctx = Context(cls, xp)
+        out = cls.forward(ctx, *raw, **kwargs)
+        if is_grad_enabled() and any(isinstance(a, Tensor) and a.requires_grad for a in args):
+            ctx.inputs = tuple(a if isinstance(a, Tensor) else None for a in args)
+            ctx.needs_input_grad = tuple(a is not None and a.requires_grad for a in ctx.inputs)
+            return Tensor._make(out, xp, device, grad_fn=ctx)
+        return Tensor._make(out, xp, device)
+
+
+def unbroadcast(xp, grad, shape: tuple):
+    """Sum ``grad`` back to ``shape``: over the leading dims broadcasting added, and over the dims
+    that were size 1 in the input. d(x broadcast)/dx sums, because one x fed many outputs."""
+    if grad.shape == shape:
+        return grad
+    lead = grad.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(
+        i + lead for i, n in enumerate(shape) if n == 1 and grad.shape[i + lead] != 1)
+    if axes:
+        grad = xp.sum(grad, axis=axes, keepdims=True)
+    return xp.reshape(grad, shape)
+
+
+def _topological_order(root) -> list:
+    """Nodes reachable from ``root``, each after every node that consumes it (iterative DFS)."""
+    order, visited = [], set()
+    stack = [(root.grad_fn, False)]
+    while stack:
+        node, done = stack.pop()
+        if done:
+            order.append(node)
+            continue
+        if id(node) in visited:
+            continue
+        visited.add(id(node))
+        stack.append((node, True))
+        for t in node.inputs:
+            if t is not None and t.grad_fn is not None and id(t.grad_fn) not in visited:
+                stack.append((t.grad_fn, False))
+    order.reverse()
+    return order
+
+
+def backward(root, grad, retain_graph: bool = False) -> None:
+    """Reverse-mode sweep: each node's backward runs once, after all its consumers.
+
+    Gradients of intermediate nodes live in ``pending`` only until their node has run. The first
+    gradient to arrive is kept as is (it may be a view another node also reads); a second one makes
+    a fresh sum, which the engine then owns and may add to in place.
+    """
+    if root.grad_fn is None:
+        _accumulate_leaf(root, grad)
+        return
+    pending = {id(root.grad_fn): [grad, False]}
+    for node in _topological_order(root):
+        entry = pending.pop(id(node), None)
+        if entry is None:
+            continue
+        if node.freed:
+            raise RuntimeError(
+                f"{node.name()}: trying to backward through the graph a second time; its saved "
+                "arrays were freed. Pass retain_graph=True to the first backward() to keep them.")
+        grads = node.fn.backward(node, entry[0])
+        if not isinstance(grads, tuple):
+            grads = (grads,)
+        if not retain_graph:
+            node.saved, node.freed = (), True
+        for t, g, need in zip(node.inputs, grads, node.needs_input_grad):
+            if not need or g is None:
+                continue
+            g = unbroadcast(node.xp, g, t.shape)
+            if t.grad_fn is None:
+                _accumulate_leaf(t, g)
+                continue
+            slot = pending.get(id(t.grad_fn))
+            if slot is None:
+                pending[id(t.grad_fn)] = [g, False]
+            elif slot[1]:
+                slot[0] += g
+            else:
+                slot[0], slot[1] = slot[0] + g, True
+        if not retain_graph:
+            node.inputs = ()  # drop references so activations can be freed as we go
+
+
+def _accumulate_leaf(t, g) -> None:
+    """Leaf gradients add up across backward calls, as in torch. Never in place: a .grad array may
+    share memory with another leaf's (both views of one upstream gradient)."""
+    from .tensor import Tensor
+
+    if not t.requires_grad:
+        return
+    if t.grad is None:
+        t.grad = Tensor._make(g, t._xp, t.device)
+    else:
+        t.grad.data = t.grad.data + g

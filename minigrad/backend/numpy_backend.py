@@ -1,0 +1,194 @@
+"""The numpy backend: every array computation minigrad does goes through these flat functions.
+
+Ops receive this module as ``ctx.xp``. Python operators (``+ - * / @``) work on raw arrays of every
+backend, so ops use them directly; everything else (reductions, transcendental functions, creation,
+indexing helpers) is one function here with the same name and signature in ``torch_backend``.
+Axes are ``axis`` (numpy's word) here; the user-facing API speaks torch's ``dim``.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+name = "numpy"
+ndarray = np.ndarray
+
+float32 = np.dtype("float32")
+float64 = np.dtype("float64")
+int64 = np.dtype("int64")
+bool_ = np.dtype("bool")
+
+
+# ---- creation and conversion ------------------------------------------------------------------
+def array(data, dtype=None, device=None):
+    """A new array (always a copy, as torch.tensor makes one)."""
+    return np.array(data, dtype=dtype)
+
+
+def to_numpy(x) -> np.ndarray:
+    return x
+
+
+def dtype_of(x) -> np.dtype:
+    return x.dtype
+
+
+def astype(x, dtype):
+    return x.astype(dtype, copy=False)
+
+
+def zeros(shape, dtype, device=None):
+    return np.zeros(shape, dtype=dtype)
+
+
+def ones(shape, dtype, device=None):
+    return np.ones(shape, dtype=dtype)
+
+
+def full(shape, value, dtype, device=None):
+    return np.full(shape, value, dtype=dtype)
+
+
+def zeros_like(x):
+    return np.zeros_like(x)
+
+
+def arange(n, dtype=int64, device=None):
+    return np.arange(n, dtype=dtype)
+
+
+def copy(x):
+    return x.copy()
+
+
+def finfo_min(dtype) -> float:
+    return float(np.finfo(dtype).min)
+
+
+# ---- elementwise -------------------------------------------------------------------------------
+exp, log, sqrt, abs, tanh, sign = np.exp, np.log, np.sqrt, np.abs, np.tanh, np.sign
+maximum, minimum, where, clip = np.maximum, np.minimum, np.where, np.clip
+isfinite, logaddexp = np.isfinite, np.logaddexp
+
+try:  # scipy's erf is vectorised C; the pure-numpy fallback below is exact but slow.
+    from scipy.special import erf as _scipy_erf
+except ImportError:  # pragma: no cover - exercised only without scipy
+    _scipy_erf = None
+    _erf_vec = np.vectorize(math.erf, otypes=[np.float64])
+
+
+def erf(x):
+    if _scipy_erf is not None:
+        return _scipy_erf(x)
+    return _erf_vec(x).astype(x.dtype, copy=False)
+
+
+def sigmoid(x):
+    # Stable for large |x|: exp is only ever taken of a non-positive number.
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(x.dtype, copy=False)
+
+
+# ---- reductions --------------------------------------------------------------------------------
+def sum(x, axis=None, keepdims=False):
+    return np.sum(x, axis=axis, keepdims=keepdims)
+
+
+def mean(x, axis=None, keepdims=False):
+    return np.mean(x, axis=axis, keepdims=keepdims)
+
+
+def amax(x, axis=None, keepdims=False):
+    return np.max(x, axis=axis, keepdims=keepdims)
+
+
+def argmax(x, axis, keepdims=False):
+    return np.argmax(x, axis=axis, keepdims=keepdims)
+
+
+# ---- shape -------------------------------------------------------------------------------------
+def reshape(x, shape):
+    return np.reshape(x, shape)
+
+
+def permute(x, axes):
+    return np.transpose(x, axes)
+
+
+def broadcast_to(x, shape):
+    return np.broadcast_to(x, shape)
+
+
+def concatenate(xs, axis):
+    return np.concatenate(xs, axis=axis)
+
+
+def stack(xs, axis):
+    return np.stack(xs, axis=axis)
+
+
+def matmul(a, b):
+    return np.matmul(a, b)
+
+
+# ---- indexing ----------------------------------------------------------------------------------
+def getitem(x, key):
+    return x[key]
+
+
+def take_along_axis(x, idx, axis):
+    return np.take_along_axis(x, idx, axis=axis)
+
+
+def index_add(target, index, values):
+    """target[index] += values, summing repeated indices (np.add.at is unbuffered scatter-add)."""
+    np.add.at(target, index, values)
+    return target
+
+
+def embedding_backward(grad, ids, num_embeddings):
+    """Sum the rows of ``grad`` into a [num_embeddings, dim] table by id, repeats included.
+
+    A bincount per column would be slow; sorting the ids once and reducing contiguous runs with
+    np.add.reduceat does one pass over the gradient.
+    """
+    dim = grad.shape[-1]
+    ids = ids.reshape(-1)
+    grad = grad.reshape(-1, dim)
+    out = np.zeros((num_embeddings, dim), dtype=grad.dtype)
+    if ids.size == 0:
+        return out
+    order = np.argsort(ids, kind="stable")
+    sorted_ids = ids[order]
+    starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])
+    out[sorted_ids[starts]] = np.add.reduceat(grad[order], starts, axis=0)
+    return out
+
+
+# ---- randomness --------------------------------------------------------------------------------
+def generator(seed, device=None):
+    return np.random.default_rng(seed)
+
+
+def rand(gen, shape, dtype):
+    return gen.random(shape, dtype=dtype)
+
+
+def randn(gen, shape, dtype):
+    return gen.standard_normal(shape, dtype=dtype)
+
+
+def generator_state(gen):
+    return gen.bit_generator.state
+
+
+def set_generator_state(gen, state):
+    gen.bit_generator.state = state
+
+
+def put_along_axis(shape, idx, values, axis):
+    """A zero array of ``shape`` with ``values`` written at ``idx`` along ``axis`` (no repeats)."""
+    out = np.zeros(shape, dtype=values.dtype)
+    np.put_along_axis(out, idx, values, axis=axis)
+    return out

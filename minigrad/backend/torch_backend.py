@@ -1,0 +1,234 @@
+"""The torch backend: the same flat functions as ``numpy_backend``, on torch tensors (CPU or CUDA).
+
+torch is used purely as an array library: minigrad keeps its own graph and never creates a torch
+tensor that requires grad, so torch's autograd records nothing. dtypes are spoken as
+numpy dtypes on both backends, so ``Tensor.dtype`` is the same object whichever backend computes.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+name = "torch"
+ndarray = torch.Tensor
+
+_TO_TORCH = {np.dtype("float32"): torch.float32, np.dtype("float64"): torch.float64,
+             np.dtype("int64"): torch.int64, np.dtype("bool"): torch.bool,
+             np.dtype("float16"): torch.float16}
+_TO_NUMPY = {v: k for k, v in _TO_TORCH.items()}
+
+
+def check_device(name: str) -> str:
+    """Canonical device string for 'cpu' / 'cuda' / 'cuda:N', or a clear error without a GPU."""
+    if name == "cpu":
+        return "torch:cpu"
+    if not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} asked for, but torch sees no CUDA GPU on this machine")
+    index = int(name.split(":")[1]) if ":" in name else 0
+    if index >= torch.cuda.device_count():
+        raise RuntimeError(f"device {name!r} asked for, but only {torch.cuda.device_count()} "
+                           "CUDA device(s) exist")
+    return f"cuda:{index}"
+
+
+def _dev(device):
+    if device is None or device == "torch:cpu":
+        return "cpu"
+    return device
+
+
+def _td(dtype):
+    return _TO_TORCH[np.dtype(dtype)] if dtype is not None else None
+
+
+# ---- creation and conversion ------------------------------------------------------------------
+def array(data, dtype=None, device=None):
+    """A new tensor (always a copy) on ``device``."""
+    if isinstance(data, torch.Tensor):
+        return data.to(device=_dev(device), dtype=_td(dtype) or data.dtype, copy=True)
+    arr = np.array(data, dtype=dtype)
+    return torch.from_numpy(arr).to(_dev(device))
+
+
+def to_numpy(x) -> np.ndarray:
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+def dtype_of(x) -> np.dtype:
+    return _TO_NUMPY[x.dtype]
+
+
+def astype(x, dtype):
+    return x.to(_td(dtype))
+
+
+def zeros(shape, dtype, device=None):
+    return torch.zeros(shape, dtype=_td(dtype), device=_dev(device))
+
+
+def ones(shape, dtype, device=None):
+    return torch.ones(shape, dtype=_td(dtype), device=_dev(device))
+
+
+def full(shape, value, dtype, device=None):
+    return torch.full(shape, value, dtype=_td(dtype), device=_dev(device))
+
+
+def zeros_like(x):
+    return torch.zeros_like(x)
+
+
+def arange(n, dtype=np.dtype("int64"), device=None):
+    return torch.arange(n, dtype=_td(dtype), device=_dev(device))
+
+
+def copy(x):
+    return x.clone()
+
+
+def finfo_min(dtype) -> float:
+    return float(np.finfo(dtype).min)
+
+
+# ---- elementwise -------------------------------------------------------------------------------
+exp, log, sqrt, abs, tanh, sign = torch.exp, torch.log, torch.sqrt, torch.abs, torch.tanh, torch.sign
+erf, isfinite, logaddexp = torch.special.erf, torch.isfinite, torch.logaddexp
+
+
+def _t(v, like):
+    return v if isinstance(v, torch.Tensor) else torch.as_tensor(v, dtype=like.dtype, device=like.device)
+
+
+def maximum(a, b):
+    if not isinstance(b, torch.Tensor):
+        return torch.clamp(a, min=b)
+    return torch.maximum(a, _t(b, a))
+
+
+def minimum(a, b):
+    if not isinstance(b, torch.Tensor):
+        return torch.clamp(a, max=b)
+    return torch.minimum(a, _t(b, a))
+
+
+def where(cond, a, b):
+    return torch.where(cond, a, b)
+
+
+def clip(x, lo, hi):
+    return torch.clamp(x, lo, hi)
+
+
+def sigmoid(x):
+    return torch.sigmoid(x)  # torch's kernel is already stable for large |x|
+
+
+# ---- reductions --------------------------------------------------------------------------------
+def _reduce(fn, x, axis, keepdims):
+    if axis is None:
+        return fn(x) if not keepdims else fn(x, dim=tuple(range(x.ndim)), keepdim=True)
+    return fn(x, dim=axis, keepdim=keepdims)
+
+
+def sum(x, axis=None, keepdims=False):
+    return _reduce(torch.sum, x, axis, keepdims)
+
+
+def mean(x, axis=None, keepdims=False):
+    return _reduce(torch.mean, x, axis, keepdims)
+
+
+def amax(x, axis=None, keepdims=False):
+    return _reduce(torch.amax, x, axis, keepdims)
+
+
+def argmax(x, axis, keepdims=False):
+    return torch.argmax(x, dim=axis, keepdim=keepdims)
+
+
+# ---- shape -------------------------------------------------------------------------------------
+def reshape(x, shape):
+    return torch.reshape(x, shape)
+
+
+def permute(x, axes):
+    return x.permute(*axes)
+
+
+def broadcast_to(x, shape):
+    return torch.broadcast_to(x, shape)
+
+
+def concatenate(xs, axis):
+    return torch.cat(xs, dim=axis)
+
+
+def stack(xs, axis):
+    return torch.stack(xs, dim=axis)
+
+
+def matmul(a, b):
+    return torch.matmul(a, b)
+
+
+# ---- indexing ----------------------------------------------------------------------------------
+def _idx(key, device):
+    """numpy-style index keys (lists, numpy arrays) as torch tensors on the right device."""
+    if isinstance(key, tuple):
+        return tuple(_idx(k, device) for k in key)
+    if isinstance(key, (list, np.ndarray)):
+        return torch.as_tensor(np.asarray(key), device=device)
+    return key
+
+
+def take_along_axis(x, idx, axis):
+    return torch.take_along_dim(x, idx, dim=axis)
+
+
+def put_along_axis(shape, idx, values, axis):
+    return torch.zeros(shape, dtype=values.dtype, device=values.device).scatter_(axis, idx, values)
+
+
+def getitem(x, key):
+    return x[_idx(key, x.device)]
+
+
+def index_add(target, index, values):
+    """target[index] += values, summing repeated indices.
+
+    Any numpy-style key is turned into flat positions by indexing an arange of the target's size;
+    a flat index_add_ then accumulates repeats correctly.
+    """
+    positions = torch.arange(target.numel(), device=target.device).reshape(target.shape)
+    flat = getitem(positions, index).reshape(-1)
+    values = torch.broadcast_to(values, flat.shape if values.ndim == 0 else getitem(positions, index).shape)
+    target.view(-1).index_add_(0, flat, values.reshape(-1))
+    return target
+
+
+def embedding_backward(grad, ids, num_embeddings):
+    out = torch.zeros((num_embeddings, grad.shape[-1]), dtype=grad.dtype, device=grad.device)
+    return out.index_add_(0, ids.reshape(-1), grad.reshape(-1, grad.shape[-1]))
+
+
+# ---- randomness --------------------------------------------------------------------------------
+def generator(seed, device=None):
+    g = torch.Generator(device=_dev(device))
+    g.manual_seed(seed)
+    return g
+
+
+def rand(gen, shape, dtype):
+    return torch.rand(shape, generator=gen, dtype=_td(dtype), device=gen.device)
+
+
+def randn(gen, shape, dtype):
+    return torch.randn(shape, generator=gen, dtype=_td(dtype), device=gen.device)
+
+
+def generator_state(gen):
+    return gen.get_state().numpy()
+
+
+def set_generator_state(gen, state):
+    gen.set_state(torch.from_numpy(np.asarray(state, dtype=np.uint8)))

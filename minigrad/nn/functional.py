@@ -1,0 +1,206 @@
+"""``minigrad.nn.functional``: the fused neural-network ops, named and behaving as in torch.
+
+Fused means one Function with a hand-derived backward instead of a chain of primitive ops. That
+saves memory (fewer saved intermediates) and time (fewer passes), and it is where numerical care
+lives: softmax subtracts the row max, BCE-with-logits never exponentiates a positive number.
+The losses live in ``minigrad.nn.losses`` and are re-exported here.
+"""
+from __future__ import annotations
+
+from ..autograd import Function
+from ..ops import elementwise as E
+from ..random import default_generator
+from ..tensor import Tensor, _norm_dim
+from .losses import (binary_cross_entropy, binary_cross_entropy_with_logits,  # noqa: F401
+                     cross_entropy, mse_loss)
+
+
+class Softmax(Function):
+    """s = e^(x - max x) / Σ e^(x - max x) along ``axis`` (the max keeps exp from overflowing).
+
+    Jacobian ds_i/dx_j = s_i (δ_ij - s_j), so the vector-Jacobian product is s ⊙ (g - Σ_j g_j s_j).
+    """
+
+    @staticmethod
+    def forward(ctx, x, axis):
+        xp = ctx.xp
+        e = xp.exp(x - xp.amax(x, axis=axis, keepdims=True))
+        e /= xp.sum(e, axis=axis, keepdims=True)
+        ctx.save_for_backward(e)
+        ctx.axis = axis
+        return e
+
+    @staticmethod
+    def backward(ctx, g):
+        (s,) = ctx.saved_tensors
+        gs = g * s
+        return gs - s * ctx.xp.sum(gs, axis=ctx.axis, keepdims=True), None
+
+
+class LogSoftmax(Function):
+    """y = x - max x - log Σ e^(x - max x);  dy_i/dx_j = δ_ij - softmax_j, so vjp = g - e^y Σ g."""
+
+    @staticmethod
+    def forward(ctx, x, axis):
+        xp = ctx.xp
+        shifted = x - xp.amax(x, axis=axis, keepdims=True)
+        y = shifted - xp.log(xp.sum(xp.exp(shifted), axis=axis, keepdims=True))
+        ctx.save_for_backward(y)
+        ctx.axis = axis
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        (y,) = ctx.saved_tensors
+        return g - ctx.xp.exp(y) * ctx.xp.sum(g, axis=ctx.axis, keepdims=True), None
+
+
+def softmax(x: Tensor, dim: int) -> Tensor:
+    return Softmax.apply(x, _norm_dim(dim, x.ndim))
+
+
+def log_softmax(x: Tensor, dim: int) -> Tensor:
+    return LogSoftmax.apply(x, _norm_dim(dim, x.ndim))
+
+
+class LayerNorm(Function):
+    """y = x̂ w + b,  x̂ = (x - μ) / sqrt(σ² + eps), μ and σ² (biased) over the last ``n`` dims.
+
+    With D normalised elements and ĝ = g w:
+        dx = (ĝ - mean(ĝ) - x̂ mean(ĝ x̂)) / sqrt(σ² + eps),   dw = Σ g x̂,   db = Σ g
+    (the two mean terms are the gradient flowing through μ and σ²).
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, n, eps):
+        xp = ctx.xp
+        axes = tuple(range(x.ndim - n, x.ndim))
+        xc = x - xp.mean(x, axis=axes, keepdims=True)
+        rstd = 1.0 / xp.sqrt(xp.mean(xc * xc, axis=axes, keepdims=True) + eps)
+        xhat = xc * rstd
+        ctx.save_for_backward(xhat, rstd, weight)
+        ctx.axes = axes
+        y = xhat * weight if weight is not None else xhat
+        return y + bias if bias is not None else y
+
+    @staticmethod
+    def backward(ctx, g):
+        xp, axes = ctx.xp, ctx.axes
+        xhat, rstd, weight = ctx.saved_tensors
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        gx = None
+        if need_x:
+            gh = g * weight if weight is not None else g
+            gx = (gh - xp.mean(gh, axis=axes, keepdims=True)
+                  - xhat * xp.mean(gh * xhat, axis=axes, keepdims=True)) * rstd
+        lead = tuple(range(g.ndim - len(axes)))
+        gw = xp.sum(g * xhat, axis=lead) if need_w else None
+        gb = xp.sum(g, axis=lead) if need_b else None
+        return gx, gw, gb, None, None
+
+
+def layer_norm(x: Tensor, normalized_shape, weight: Tensor | None = None,
+               bias: Tensor | None = None, eps: float = 1e-5) -> Tensor:
+    n = 1 if isinstance(normalized_shape, int) else len(normalized_shape)
+    return LayerNorm.apply(x, weight, bias, n, eps)
+
+
+class Dropout(Function):
+    """y = x m / (1 - p), m ~ Bernoulli(1 - p);  dy/dx = m / (1 - p) (inverted dropout: eval needs
+    no rescaling)."""
+
+    @staticmethod
+    def forward(ctx, x, p, generator):
+        xp = ctx.xp
+        scale = xp.astype(xp.rand(generator, x.shape, xp.dtype_of(x)) >= p, xp.dtype_of(x))
+        scale *= 1.0 / (1.0 - p)
+        ctx.save_for_backward(scale)
+        return x * scale
+
+    @staticmethod
+    def backward(ctx, g):
+        (scale,) = ctx.saved_tensors
+        return g * scale, None, None
+
+
+def dropout(x: Tensor, p: float = 0.5, training: bool = True, generator=None) -> Tensor:
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"dropout probability must be in [0, 1], got {p}")
+    if not training or p == 0.0:
+        return x
+    if p == 1.0:
+        return x * 0.0
+    return Dropout.apply(x, p, generator or default_generator(x.device))
+
+
+class Embedding(Function):
+    """y = W[ids];  dW = Σ over positions of g scattered to rows by id (repeated ids add up)."""
+
+    @staticmethod
+    def forward(ctx, weight, ids):
+        ctx.save_for_backward(ids)
+        ctx.num = weight.shape[0]
+        return weight[ids]
+
+    @staticmethod
+    def backward(ctx, g):
+        (ids,) = ctx.saved_tensors
+        return ctx.xp.embedding_backward(g, ids, ctx.num), None
+
+
+def embedding(input, weight: Tensor) -> Tensor:
+    """Rows of ``weight`` picked by the integer ids in ``input`` (any shape)."""
+    ids = input if isinstance(input, Tensor) else Tensor(input, dtype="int64", device=weight.device)
+    n = weight.shape[0]
+    if ids.numel():
+        lo, hi = int(ids.data.min()), int(ids.data.max())
+        if lo < 0 or hi >= n:
+            raise IndexError(f"embedding: id {hi if hi >= n else lo} is out of range for a table "
+                             f"of {n} rows")
+    return Embedding.apply(weight, ids.data)
+
+
+class Linear(Function):
+    """y = x Wᵀ + b with W of shape [out, in], as torch.nn.Linear.
+
+    dx = g W,  dW = gᵀ x (all leading dims folded into one matmul),  db = Σ g over leading dims.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        ctx.save_for_backward(x, weight)
+        y = x @ weight.mT
+        if bias is not None:
+            y += bias
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        xp = ctx.xp
+        x, weight = ctx.saved_tensors
+        need_x, need_w, need_b = ctx.needs_input_grad
+        g2 = xp.reshape(g, (-1, g.shape[-1]))
+        gx = g @ weight if need_x else None
+        gw = g2.mT @ xp.reshape(x, (-1, x.shape[-1])) if need_w else None
+        gb = xp.sum(g2, axis=0) if need_b else None
+        return gx, gw, gb
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    return Linear.apply(x, weight, bias)
+
+
+def gelu(x: Tensor, approximate: str = "none") -> Tensor:
+    return E.Gelu.apply(x, approximate=approximate)
+
+
+def relu(x: Tensor) -> Tensor:
+    return x.relu()
+
+
+def tanh(x: Tensor) -> Tensor:
+    return x.tanh()
+
+
+def sigmoid(x: Tensor) -> Tensor:
+    return x.sigmoid()

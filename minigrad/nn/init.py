@@ -1,0 +1,43 @@
+"""Parameter initialisers (in place, outside the graph), with torch's formulas."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..random import default_generator
+from ..tensor import Tensor
+
+
+def _fill(t: Tensor, host: np.ndarray) -> Tensor:
+    t.data = t._xp.array(host, dtype=t.dtype, device=t.device)
+    return t
+
+
+def _rng():
+    # Initialisation draws on the host generator whatever the device, so a model initialises to
+    # the same numbers on every backend.
+    return default_generator("cpu")
+
+
+def normal_(t: Tensor, mean: float = 0.0, std: float = 1.0) -> Tensor:
+    return _fill(t, _rng().normal(mean, std, t.shape))
+
+
+def uniform_(t: Tensor, a: float = 0.0, b: float = 1.0) -> Tensor:
+    return _fill(t, _rng().uniform(a, b, t.shape))
+
+
+def zeros_(t: Tensor) -> Tensor:
+    return _fill(t, np.zeros(t.shape))
+
+
+def ones_(t: Tensor) -> Tensor:
+    return _fill(t, np.ones(t.shape))
+
+
+def kaiming_uniform_(t: Tensor, a: float = 0.0) -> Tensor:
+    """U(-bound, bound), bound = gain·sqrt(3 / fan_in), gain = sqrt(2 / (1 + a²)) (leaky-relu)."""
+    fan_in = t.shape[1] * int(np.prod(t.shape[2:])) if t.ndim > 1 else t.shape[0]
+    bound = math.sqrt(2.0 / (1 + a * a)) * math.sqrt(3.0 / fan_in)
+    return uniform_(t, -bound, bound)

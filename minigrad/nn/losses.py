@@ -1,0 +1,155 @@
+"""Loss functions, fused, with torch's names, reductions and edge cases.
+
+The binary cross-entropy pair is the heart of the source article's §4.2 derivation:
+    on probabilities  L = -[y log ŷ + (1 - y) log(1 - ŷ)],  dL/dŷ = (ŷ - y) / (ŷ (1 - ŷ))
+    on logits z (ŷ = σ(z)):  the σ'(z) = ŷ(1 - ŷ) of the chain rule cancels that denominator,
+                             dL/dz = σ(z) - y
+The first blows up when ŷ saturates at 0 or 1 in float; the second never does.
+"""
+from __future__ import annotations
+
+from ..autograd import Function
+from ..tensor import Tensor
+
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+def _reduce(xp, loss, reduction):
+    if reduction == "mean":
+        return xp.mean(loss)
+    return xp.sum(loss) if reduction == "sum" else loss
+
+
+def _reduce_grad(g, shape, reduction):
+    """The gradient of the reduction itself: 1/N for mean, 1 for sum, g as is for none."""
+    if reduction == "none":
+        return g
+    n = 1
+    for d in shape:
+        n *= d
+    return g / n if reduction == "mean" else g
+
+
+def _check(reduction, a: Tensor, b: Tensor, name: str):
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"{name}: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    if a.shape != b.shape:
+        raise ValueError(f"{name}: input shape {a.shape} and target shape {b.shape} differ")
+
+
+class BinaryCrossEntropy(Function):
+    """L = -w [y log ŷ + (1 - y) log(1 - ŷ)], each log clamped at -100 as torch does.
+
+    dL/dŷ = w (ŷ - y) / max(ŷ (1 - ŷ), 1e-12)   (torch's guard against 0/0).
+    """
+
+    @staticmethod
+    def forward(ctx, p, y, w, reduction):
+        xp = ctx.xp
+        loss = -(y * xp.maximum(xp.log(p), -100.0) + (1 - y) * xp.maximum(xp.log(1 - p), -100.0))
+        if w is not None:
+            loss = loss * w
+        ctx.save_for_backward(p, y, w)
+        ctx.reduction = reduction
+        return _reduce(xp, loss, reduction)
+
+    @staticmethod
+    def backward(ctx, g):
+        xp = ctx.xp
+        p, y, w = ctx.saved_tensors
+        gp = _reduce_grad(g, p.shape, ctx.reduction) * (p - y) / xp.maximum(p * (1 - p), 1e-12)
+        return (gp * w if w is not None else gp), None, None, None
+
+
+def binary_cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = None,
+                         reduction: str = "mean") -> Tensor:
+    _check(reduction, input, target, "binary_cross_entropy")
+    return BinaryCrossEntropy.apply(input, target.data, None if weight is None else weight.data,
+                                    reduction)
+
+
+class BCEWithLogits(Function):
+    """L = w [max(z, 0) - z y + log(1 + e^(-|z|))]  (= BCE of σ(z), never overflowing).
+
+    dL/dz = w (σ(z) - y).
+    """
+
+    @staticmethod
+    def forward(ctx, z, y, w, reduction):
+        xp = ctx.xp
+        loss = xp.maximum(z, 0) - z * y + xp.log(1 + xp.exp(-xp.abs(z)))
+        if w is not None:
+            loss = loss * w
+        ctx.save_for_backward(z, y, w)
+        ctx.reduction = reduction
+        return _reduce(xp, loss, reduction)
+
+    @staticmethod
+    def backward(ctx, g):
+        z, y, w = ctx.saved_tensors
+        gz = _reduce_grad(g, z.shape, ctx.reduction) * (ctx.xp.sigmoid(z) - y)
+        return (gz * w if w is not None else gz), None, None, None
+
+
+def binary_cross_entropy_with_logits(input: Tensor, target: Tensor, weight: Tensor | None = None,
+                                     reduction: str = "mean") -> Tensor:
+    _check(reduction, input, target, "binary_cross_entropy_with_logits")
+    return BCEWithLogits.apply(input, target.data, None if weight is None else weight.data,
+                               reduction)
+
+
+class CrossEntropy(Function):
+    """L_n = -log softmax(z_n)[t_n] for logits z [N, C] and class ids t [N].
+
+    dL_n/dz_n = softmax(z_n) - onehot(t_n). Rows whose target is ``ignore_index`` add nothing and
+    are not counted in the mean, as in torch.
+    """
+
+    @staticmethod
+    def forward(ctx, z, t, ignore_index, reduction):
+        xp = ctx.xp
+        shifted = z - xp.amax(z, axis=1, keepdims=True)
+        logp = shifted - xp.log(xp.sum(xp.exp(shifted), axis=1, keepdims=True))
+        valid = t != ignore_index
+        safe_t = xp.where(valid, t, 0)
+        picked = xp.take_along_axis(logp, safe_t[:, None], 1)[:, 0]
+        loss = -picked * valid
+        ctx.save_for_backward(logp, safe_t, valid)
+        ctx.reduction = reduction
+        ctx.count = xp.sum(valid)
+        if reduction == "mean":
+            return xp.sum(loss) / ctx.count
+        return xp.sum(loss) if reduction == "sum" else loss
+
+    @staticmethod
+    def backward(ctx, g):
+        xp = ctx.xp
+        logp, t, valid = ctx.saved_tensors
+        grad = xp.exp(logp)
+        grad[xp.arange(t.shape[0], device=getattr(grad, "device", None)), t] -= 1
+        grad *= valid[:, None]
+        if ctx.reduction == "mean":
+            g = g / ctx.count
+        elif ctx.reduction == "none":
+            g = g[:, None]
+        return grad * g, None, None, None
+
+
+def cross_entropy(input: Tensor, target: Tensor, ignore_index: int = -100,
+                  reduction: str = "mean") -> Tensor:
+    """Cross-entropy of logits ``input`` [N, C] against class ids ``target`` [N] (fused)."""
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"cross_entropy: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    if input.ndim != 2 or target.ndim != 1 or target.shape[0] != input.shape[0]:
+        raise ValueError(f"cross_entropy: expected logits [N, C] and targets [N], got "
+                         f"{input.shape} and {target.shape}")
+    t = target.data
+    return CrossEntropy.apply(input, t, ignore_index, reduction)
+
+
+def mse_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
+    """L = mean (x - y)²: composed from primitive ops, whose gradients the engine chains."""
+    _check(reduction, input, target, "mse_loss")
+    d = input - target
+    sq = d * d
+    return sq.mean() if reduction == "mean" else sq.sum() if reduction == "sum" else sq

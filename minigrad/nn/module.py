@@ -1,0 +1,230 @@
+"""``Module`` and ``Parameter``: containers that find their parameters by attribute assignment.
+
+Assigning a Parameter or a Module to an attribute registers it under that name, so dotted names
+(``encoder.layer.0.attention.self.query.weight``) follow the attribute path, exactly as in torch.
+That is what lets a HuggingFace checkpoint load key for key.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict, namedtuple
+from typing import Iterator
+
+import numpy as np
+
+from ..backend import resolve
+from ..tensor import Tensor
+
+IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
+
+
+class Parameter(Tensor):
+    """A leaf tensor that a Module registers as trainable (requires_grad=True by default)."""
+
+    __slots__ = ()
+
+    def __init__(self, data, requires_grad: bool = True):
+        if isinstance(data, Tensor):
+            super().__init__(data.data, requires_grad=requires_grad, device=data.device)
+        else:
+            super().__init__(data, requires_grad=requires_grad)
+
+    def __repr__(self) -> str:
+        return "Parameter containing:\n" + super().__repr__()
+
+
+class Module:
+    def __init__(self):
+        object.__setattr__(self, "_parameters", OrderedDict())
+        object.__setattr__(self, "_buffers", OrderedDict())
+        object.__setattr__(self, "_modules", OrderedDict())
+        object.__setattr__(self, "training", True)
+
+    def __setattr__(self, name: str, value) -> None:
+        if "_parameters" not in self.__dict__:
+            raise AttributeError(f"{type(self).__name__}: call super().__init__() before assigning "
+                                 "attributes")
+        for table in (self._parameters, self._buffers, self._modules):
+            table.pop(name, None)
+        if isinstance(value, Parameter):
+            self._parameters[name] = value
+        elif isinstance(value, Module):
+            self._modules[name] = value
+        else:
+            object.__setattr__(self, name, value)
+
+    def __getattr__(self, name: str):
+        # Only called when normal lookup fails: parameters, buffers and submodules live in tables.
+        for table in ("_parameters", "_buffers", "_modules"):
+            entries = self.__dict__.get(table)
+            if entries is not None and name in entries:
+                return entries[name]
+        raise AttributeError(f"{type(self).__name__!r} has no attribute {name!r}")
+
+    def register_buffer(self, name: str, value: Tensor | None) -> None:
+        """A tensor that is part of the state (saved, moved by ``to``) but not trained."""
+        self._buffers[name] = value
+
+    def forward(self, *args, **kwargs):
+        raise NotImplementedError(f"{type(self).__name__} has no forward()")
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    # ---- traversal -----------------------------------------------------------------------------
+    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, "Module"]]:
+        stack, seen = [(prefix, self)], set()
+        while stack:
+            name, mod = stack.pop(0)
+            if id(mod) in seen:
+                continue
+            seen.add(id(mod))
+            yield name, mod
+            stack[0:0] = [(f"{name}.{k}" if name else k, m) for k, m in mod._modules.items()
+                          if m is not None]
+
+    def modules(self) -> Iterator["Module"]:
+        return (m for _, m in self.named_modules())
+
+    def children(self) -> Iterator["Module"]:
+        return iter(m for m in self._modules.values() if m is not None)
+
+    def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
+        """(dotted name, parameter) pairs; a parameter shared by two modules is listed once."""
+        seen = set()
+        for mod_name, mod in self.named_modules(prefix):
+            for k, p in mod._parameters.items():
+                if p is not None and id(p) not in seen:
+                    seen.add(id(p))
+                    yield (f"{mod_name}.{k}" if mod_name else k), p
+
+    def parameters(self) -> Iterator[Parameter]:
+        return (p for _, p in self.named_parameters())
+
+    def named_buffers(self) -> Iterator[tuple[str, Tensor]]:
+        for mod_name, mod in self.named_modules():
+            for k, b in mod._buffers.items():
+                if b is not None:
+                    yield (f"{mod_name}.{k}" if mod_name else k), b
+
+    def apply(self, fn) -> "Module":
+        for m in list(self.modules())[::-1]:
+            fn(m)
+        return self
+
+    # ---- modes and devices ---------------------------------------------------------------------
+    def train(self, mode: bool = True) -> "Module":
+        for m in self.modules():
+            object.__setattr__(m, "training", mode)
+        return self
+
+    def eval(self) -> "Module":
+        return self.train(False)
+
+    def requires_grad_(self, flag: bool = True) -> "Module":
+        for p in self.parameters():
+            p.requires_grad_(flag)
+        return self
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.parameters():
+            p.grad = None
+
+    def to(self, device=None, dtype=None) -> "Module":
+        """Move every parameter and buffer in place (the same Parameter objects, new arrays)."""
+        xp, dev = resolve(device) if device is not None else (None, None)
+        for t in list(self.parameters()) + [b for _, b in self.named_buffers()]:
+            _move_(t, xp, dev, dtype if t.dtype.kind == "f" else None)
+            if t.grad is not None:
+                _move_(t.grad, xp, dev, dtype)
+        return self
+
+    # ---- state ---------------------------------------------------------------------------------
+    def _state_tensors(self) -> "OrderedDict[str, Tensor]":
+        """Every parameter and buffer by dotted name (a shared one under each of its names)."""
+        out = OrderedDict()
+        for mod_name, mod in self.named_modules():
+            for table in (mod._parameters, mod._buffers):
+                for k, t in table.items():
+                    if t is not None:
+                        out[f"{mod_name}.{k}" if mod_name else k] = t
+        return out
+
+    def state_dict(self) -> "OrderedDict[str, Tensor]":
+        return OrderedDict((k, t.detach()) for k, t in self._state_tensors().items())
+
+    def load_state_dict(self, state_dict, strict: bool = True) -> IncompatibleKeys:
+        """Copy arrays (numpy or Tensors) into the parameters of the same names.
+
+        Every problem is collected first and reported together, so a mismatched checkpoint shows
+        all its missing, unexpected and wrongly shaped keys at once; nothing is changed then.
+        """
+        own = self._state_tensors()
+        missing = [k for k in own if k not in state_dict]
+        unexpected = [k for k in state_dict if k not in own]
+        mismatched = []
+        for k, v in state_dict.items():
+            shape = tuple(v.shape) if hasattr(v, "shape") else np.shape(v)
+            if k in own and shape != own[k].shape:
+                mismatched.append(f"{k}: checkpoint {shape} vs model {own[k].shape}")
+        if mismatched or (strict and (missing or unexpected)):
+            lines = [f"Error(s) loading state_dict for {type(self).__name__}:"]
+            if missing and strict:
+                lines.append(f"  missing keys ({len(missing)}): {', '.join(missing)}")
+            if unexpected and strict:
+                lines.append(f"  unexpected keys ({len(unexpected)}): {', '.join(unexpected)}")
+            if mismatched:
+                lines.append(f"  shape mismatches ({len(mismatched)}): {'; '.join(mismatched)}")
+            raise RuntimeError("\n".join(lines))
+        for k, v in state_dict.items():
+            if k in own:
+                t = own[k]
+                src = v.numpy() if isinstance(v, Tensor) else np.asarray(v)
+                t.data = t._xp.array(src, dtype=t.dtype, device=t.device)
+        return IncompatibleKeys(missing, unexpected)
+
+    def extra_repr(self) -> str:
+        return ""
+
+    def __repr__(self) -> str:
+        lines = [f"{type(self).__name__}({self.extra_repr()}"]
+        for k, m in self._modules.items():
+            lines.append(f"  ({k}): " + repr(m).replace("\n", "\n  "))
+        return "\n".join(lines) + (")" if len(lines) == 1 else "\n)")
+
+
+def _move_(t: Tensor, xp, dev, dtype) -> None:
+    """Move one tensor's storage in place: the object stays, so optimizers keep their references."""
+    xp, dev = (xp, dev) if xp is not None else (t._xp, t.device)
+    data = t.data if xp is t._xp else t._xp.to_numpy(t.data)
+    t.data = xp.array(data, dtype=dtype or t.dtype, device=dev)
+    t._xp, t.device = xp, dev
+
+
+class ModuleList(Module):
+    def __init__(self, modules=()):
+        super().__init__()
+        for m in modules:
+            self.append(m)
+
+    def append(self, m: Module) -> "ModuleList":
+        self._modules[str(len(self._modules))] = m
+        return self
+
+    def __getitem__(self, i: int) -> Module:
+        return list(self._modules.values())[i]
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+
+class Sequential(ModuleList):
+    def __init__(self, *modules: Module):
+        super().__init__(modules)
+
+    def forward(self, x):
+        for m in self:
+            x = m(x)
+        return x

@@ -1,0 +1,265 @@
+"""Elementwise ops: arithmetic and activations. Each docstring states the derivative it implements.
+
+Binary ops may broadcast; their backward returns full-shape gradients and the engine's single
+``unbroadcast`` sums them back to each input's shape. A Python number may stand for either operand.
+"""
+from __future__ import annotations
+
+import math
+
+from ..autograd import Function
+
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+_INV_SQRT_2 = 1.0 / math.sqrt(2.0)
+_INV_SQRT_PI = 1.0 / math.sqrt(math.pi)
+
+
+class Add(Function):
+    """z = a + b;  dz/da = 1, dz/db = 1."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        return a + b
+
+    @staticmethod
+    def backward(ctx, g):
+        return g, g
+
+
+class Sub(Function):
+    """z = a - b;  dz/da = 1, dz/db = -1."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        return a - b
+
+    @staticmethod
+    def backward(ctx, g):
+        return g, -g if ctx.needs_input_grad[1] else None
+
+
+class Mul(Function):
+    """z = a * b;  dz/da = b, dz/db = a."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.save_for_backward(a, b)
+        return a * b
+
+    @staticmethod
+    def backward(ctx, g):
+        a, b = ctx.saved_tensors
+        need_a, need_b = ctx.needs_input_grad
+        return (g * b if need_a else None), (g * a if need_b else None)
+
+
+class Div(Function):
+    """z = a / b;  dz/da = 1/b, dz/db = -a/b^2 = -z/b."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        z = a / b
+        ctx.save_for_backward(b, z)
+        return z
+
+    @staticmethod
+    def backward(ctx, g):
+        b, z = ctx.saved_tensors
+        need_a, need_b = ctx.needs_input_grad
+        ga = g / b if need_a else None
+        return ga, (-g * z / b if need_b else None)
+
+
+class Neg(Function):
+    """z = -a;  dz/da = -1."""
+
+    @staticmethod
+    def forward(ctx, a):
+        return -a
+
+    @staticmethod
+    def backward(ctx, g):
+        return -g
+
+
+class Pow(Function):
+    """z = a^p for a constant exponent p;  dz/da = p a^(p-1)."""
+
+    @staticmethod
+    def forward(ctx, a, p):
+        ctx.save_for_backward(a)
+        ctx.p = p
+        return a ** p
+
+    @staticmethod
+    def backward(ctx, g):
+        (a,) = ctx.saved_tensors
+        return g * ctx.p * a ** (ctx.p - 1), None
+
+
+class Exp(Function):
+    """z = e^a;  dz/da = e^a = z (so the output is what we keep)."""
+
+    @staticmethod
+    def forward(ctx, a):
+        z = ctx.xp.exp(a)
+        ctx.save_for_backward(z)
+        return z
+
+    @staticmethod
+    def backward(ctx, g):
+        (z,) = ctx.saved_tensors
+        return g * z
+
+
+class Log(Function):
+    """z = ln a;  dz/da = 1/a."""
+
+    @staticmethod
+    def forward(ctx, a):
+        ctx.save_for_backward(a)
+        return ctx.xp.log(a)
+
+    @staticmethod
+    def backward(ctx, g):
+        (a,) = ctx.saved_tensors
+        return g / a
+
+
+class Sqrt(Function):
+    """z = sqrt(a);  dz/da = 1 / (2 sqrt(a)) = 1 / (2z)."""
+
+    @staticmethod
+    def forward(ctx, a):
+        z = ctx.xp.sqrt(a)
+        ctx.save_for_backward(z)
+        return z
+
+    @staticmethod
+    def backward(ctx, g):
+        (z,) = ctx.saved_tensors
+        return g / (2 * z)
+
+
+class Abs(Function):
+    """z = |a|;  dz/da = sign(a) (0 at 0, as torch)."""
+
+    @staticmethod
+    def forward(ctx, a):
+        ctx.save_for_backward(a)
+        return ctx.xp.abs(a)
+
+    @staticmethod
+    def backward(ctx, g):
+        (a,) = ctx.saved_tensors
+        return g * ctx.xp.sign(a)
+
+
+class Tanh(Function):
+    """z = tanh a;  dz/da = 1 - z^2."""
+
+    @staticmethod
+    def forward(ctx, a):
+        z = ctx.xp.tanh(a)
+        ctx.save_for_backward(z)
+        return z
+
+    @staticmethod
+    def backward(ctx, g):
+        (z,) = ctx.saved_tensors
+        return g * (1 - z * z)
+
+
+class Sigmoid(Function):
+    """z = 1 / (1 + e^-a);  dz/da = z (1 - z). Computed without overflow for large |a|."""
+
+    @staticmethod
+    def forward(ctx, a):
+        z = ctx.xp.sigmoid(a)
+        ctx.save_for_backward(z)
+        return z
+
+    @staticmethod
+    def backward(ctx, g):
+        (z,) = ctx.saved_tensors
+        return g * z * (1 - z)
+
+
+class Relu(Function):
+    """z = max(a, 0);  dz/da = 1 where a > 0, else 0 (0 at 0, as torch)."""
+
+    @staticmethod
+    def forward(ctx, a):
+        z = ctx.xp.maximum(a, 0)
+        ctx.save_for_backward(z)
+        return z
+
+    @staticmethod
+    def backward(ctx, g):
+        (z,) = ctx.saved_tensors
+        return g * (z > 0)
+
+
+class Erf(Function):
+    """z = erf a = 2/sqrt(pi) ∫_0^a e^(-t^2) dt;  dz/da = 2/sqrt(pi) e^(-a^2)."""
+
+    @staticmethod
+    def forward(ctx, a):
+        ctx.save_for_backward(a)
+        return ctx.xp.erf(a)
+
+    @staticmethod
+    def backward(ctx, g):
+        (a,) = ctx.saved_tensors
+        return g * (2 * _INV_SQRT_PI) * ctx.xp.exp(-a * a)
+
+
+class Gelu(Function):
+    """GELU, fused.
+
+    approximate='none' (BERT's "gelu"):  z = a Φ(a),  Φ(a) = (1 + erf(a/√2)) / 2,
+        dz/da = Φ(a) + a φ(a),  φ(a) = e^(-a²/2) / √(2π).
+    approximate='tanh' ("gelu_new"):  z = a/2 (1 + tanh u),  u = √(2/π) (a + 0.044715 a³),
+        dz/da = (1 + tanh u)/2 + a/2 (1 - tanh² u) √(2/π) (1 + 3·0.044715 a²).
+    """
+
+    @staticmethod
+    def forward(ctx, a, approximate="none"):
+        xp = ctx.xp
+        ctx.approximate = approximate
+        if approximate == "tanh":
+            t = xp.tanh(_SQRT_2_OVER_PI * (a + 0.044715 * a * a * a))
+            ctx.save_for_backward(a, t)
+            return 0.5 * a * (1 + t)
+        if approximate != "none":
+            raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+        cdf = 0.5 * (1 + xp.erf(a * _INV_SQRT_2))
+        ctx.save_for_backward(a, cdf)
+        return a * cdf
+
+    @staticmethod
+    def backward(ctx, g):
+        xp = ctx.xp
+        a, s = ctx.saved_tensors
+        if ctx.approximate == "tanh":
+            du = _SQRT_2_OVER_PI * (1 + 3 * 0.044715 * a * a)
+            return g * (0.5 * (1 + s) + 0.5 * a * (1 - s * s) * du)
+        pdf = xp.exp(-0.5 * a * a) * (_INV_SQRT_2 * _INV_SQRT_PI)
+        return g * (s + a * pdf)
+
+
+class Where(Function):
+    """z = a where cond else b;  dz/da = cond, dz/db = not cond. ``cond`` is a raw bool array."""
+
+    @staticmethod
+    def forward(ctx, a, b, cond):
+        ctx.save_for_backward(cond)
+        return ctx.xp.where(cond, a, b)
+
+    @staticmethod
+    def backward(ctx, g):
+        xp, (cond,) = ctx.xp, ctx.saved_tensors
+        need_a, need_b = ctx.needs_input_grad[:2]
+        ga = xp.where(cond, g, 0) if need_a else None
+        gb = xp.where(cond, 0, g) if need_b else None
+        return ga, gb, None

@@ -1,0 +1,136 @@
+"""Reductions and matmul. ``axis`` is None (all dims), an int or a tuple of ints, all non-negative.
+
+A reduction's backward must put the removed dims back (size 1) before broadcasting the gradient
+over the input: ``_expand_back`` does that once for all of them.
+"""
+from __future__ import annotations
+
+from ..autograd import Function
+
+
+def _expand_back(xp, g, in_shape, axis, keepdims):
+    """Reshape a reduced gradient so it broadcasts against the input (re-insert reduced dims)."""
+    if not keepdims and axis is not None:
+        axes = (axis,) if isinstance(axis, int) else axis
+        shape = list(g.shape)
+        for a in sorted(axes):
+            shape.insert(a, 1)
+        g = xp.reshape(g, tuple(shape))
+    return xp.broadcast_to(g, in_shape)
+
+
+def _count(shape, axis) -> int:
+    if axis is None:
+        axis = tuple(range(len(shape)))
+    n = 1
+    for a in (axis,) if isinstance(axis, int) else axis:
+        n *= shape[a]
+    return n
+
+
+class Sum(Function):
+    """z = Σ_axis a;  dz/da = 1 broadcast over the reduced dims."""
+
+    @staticmethod
+    def forward(ctx, a, axis=None, keepdims=False):
+        ctx.args = (a.shape, axis, keepdims)
+        return ctx.xp.sum(a, axis=axis, keepdims=keepdims)
+
+    @staticmethod
+    def backward(ctx, g):
+        return _expand_back(ctx.xp, g, *ctx.args)
+
+
+class Mean(Function):
+    """z = Σ_axis a / n;  dz/da = 1/n broadcast over the reduced dims."""
+
+    @staticmethod
+    def forward(ctx, a, axis=None, keepdims=False):
+        ctx.args = (a.shape, axis, keepdims)
+        return ctx.xp.mean(a, axis=axis, keepdims=keepdims)
+
+    @staticmethod
+    def backward(ctx, g):
+        shape, axis, _ = ctx.args
+        return _expand_back(ctx.xp, g, *ctx.args) / _count(shape, axis)
+
+
+class Var(Function):
+    """z = Σ (a - mean)^2 / (n - correction);  dz/da = 2 (a - mean) / (n - correction)."""
+
+    @staticmethod
+    def forward(ctx, a, axis=None, correction=1, keepdims=False):
+        xp = ctx.xp
+        d = a - xp.mean(a, axis=axis, keepdims=True)
+        denom = max(_count(a.shape, axis) - correction, 0)
+        ctx.save_for_backward(d)
+        ctx.args = (a.shape, axis, keepdims, denom)
+        return xp.sum(d * d, axis=axis, keepdims=keepdims) / denom
+
+    @staticmethod
+    def backward(ctx, g):
+        (d,) = ctx.saved_tensors
+        shape, axis, keepdims, denom = ctx.args
+        return _expand_back(ctx.xp, g, shape, axis, keepdims) * d * (2.0 / denom)
+
+
+class Amax(Function):
+    """z = max_axis a;  the gradient is shared equally among the tied maxima (torch's amax rule)."""
+
+    @staticmethod
+    def forward(ctx, a, axis=None, keepdims=False):
+        xp = ctx.xp
+        z = xp.amax(a, axis=axis, keepdims=keepdims)
+        mask = a == _expand_back(xp, z, a.shape, axis, keepdims)
+        ctx.save_for_backward(mask)
+        ctx.args = (a.shape, axis, keepdims)
+        return z
+
+    @staticmethod
+    def backward(ctx, g):
+        xp = ctx.xp
+        (mask,) = ctx.saved_tensors
+        shape, axis, keepdims = ctx.args
+        ties = xp.sum(mask, axis=axis, keepdims=True)
+        return _expand_back(xp, g, shape, axis, keepdims) * mask / ties
+
+
+class MatMul(Function):
+    """z = a @ b with torch's 1-D rules and broadcast batch dims.
+
+    dz/da = g @ bᵀ,  dz/db = aᵀ @ g; a 1-D operand is treated as a row (a) or a column (b), and the
+    batch dims broadcasting added are summed away by the engine's unbroadcast.
+    """
+
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.save_for_backward(a, b)
+        return ctx.xp.matmul(a, b)
+
+    @staticmethod
+    def backward(ctx, g):
+        a, b = ctx.saved_tensors
+        need_a, need_b = ctx.needs_input_grad
+        if a.ndim == 1 and b.ndim == 1:
+            return (g * b if need_a else None), (g * a if need_b else None)
+        a2 = a[None, :] if a.ndim == 1 else a
+        b2 = b[:, None] if b.ndim == 1 else b
+        if a.ndim == 1:
+            g = g[..., None, :]
+        if b.ndim == 1:
+            g = g[..., None]
+        ga = gb = None
+        if need_a:
+            ga = g @ b2.mT
+            if a.ndim == 1:
+                ga = ga[..., 0, :]
+        if need_b:
+            if b2.ndim == 2 and a2.ndim > 2:
+                # A shared weight: fold the batch dims into one matmul, not a batch of them.
+                xp = ctx.xp
+                gb = xp.reshape(a2, (-1, a2.shape[-1])).mT @ xp.reshape(g, (-1, g.shape[-1]))
+            else:
+                gb = a2.mT @ g
+            if b.ndim == 1:
+                gb = gb[..., 0]
+        return ga, gb

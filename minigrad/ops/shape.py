@@ -1,0 +1,112 @@
+"""Ops that move values around without arithmetic: their backward moves the gradient back.
+
+view/reshape, permute, expand, cat, indexing and gather. squeeze, unsqueeze, transpose, stack and
+split are built from these in tensor.py rather than being ops of their own.
+"""
+from __future__ import annotations
+
+from ..autograd import Function
+
+
+class Reshape(Function):
+    """z = a viewed as ``shape``;  the gradient is g viewed as a's shape."""
+
+    @staticmethod
+    def forward(ctx, a, shape):
+        ctx.in_shape = a.shape
+        return ctx.xp.reshape(a, shape)
+
+    @staticmethod
+    def backward(ctx, g):
+        return ctx.xp.reshape(g, ctx.in_shape), None
+
+
+class Permute(Function):
+    """z = a with its dims reordered by ``dims``;  the gradient is g permuted by the inverse order."""
+
+    @staticmethod
+    def forward(ctx, a, dims):
+        ctx.dims = dims
+        return ctx.xp.permute(a, dims)
+
+    @staticmethod
+    def backward(ctx, g):
+        inverse = [0] * len(ctx.dims)
+        for i, d in enumerate(ctx.dims):
+            inverse[d] = i
+        return ctx.xp.permute(g, tuple(inverse)), None
+
+
+class Expand(Function):
+    """z = a broadcast to ``shape``;  the gradient sums over the copies (done by the engine)."""
+
+    @staticmethod
+    def forward(ctx, a, shape):
+        return ctx.xp.broadcast_to(a, shape)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g, None
+
+
+class Cat(Function):
+    """z = the inputs joined along ``axis``;  each input's gradient is its slice of g."""
+
+    @staticmethod
+    def forward(ctx, *arrays, axis=0):
+        ctx.axis, ctx.sizes = axis, [a.shape[axis] for a in arrays]
+        return ctx.xp.concatenate(arrays, axis)
+
+    @staticmethod
+    def backward(ctx, g):
+        grads, start = [], 0
+        index = [slice(None)] * g.ndim
+        for n in ctx.sizes:
+            index[ctx.axis] = slice(start, start + n)
+            grads.append(g[tuple(index)])
+            start += n
+        return tuple(grads)
+
+
+def _has_array(key) -> bool:
+    return any(hasattr(k, "shape") or isinstance(k, (list, tuple)) for k in key)
+
+
+class Index(Function):
+    """z = a[key] for basic slices and integer arrays;  the gradient scatters g back into zeros.
+
+    With integer arrays an element can be picked twice (``a[[0, 0]]``): its gradient is then the sum
+    of both, so the scatter must add (``index_add``), not assign.
+    """
+
+    @staticmethod
+    def forward(ctx, a, key):
+        ctx.shape, ctx.key = a.shape, key
+        return ctx.xp.getitem(a, key)
+
+    @staticmethod
+    def backward(ctx, g):
+        xp, key = ctx.xp, ctx.key
+        out = xp.zeros(ctx.shape, xp.dtype_of(g), getattr(g, "device", None))
+        if _has_array(key if isinstance(key, tuple) else (key,)):
+            return xp.index_add(out, key, g), None
+        out[key] = g  # basic slicing: each element is picked at most once
+        return out, None
+
+
+class Gather(Function):
+    """z = a picked at ``idx`` along ``axis`` (take_along_axis);  the gradient is g put back there.
+
+    Used by ``max(dim)``/``min(dim)``: one index per row, so there are no repeats to add up.
+    """
+
+    @staticmethod
+    def forward(ctx, a, idx, axis):
+        ctx.save_for_backward(idx)
+        ctx.shape, ctx.axis = a.shape, axis
+        return ctx.xp.take_along_axis(a, idx, ctx.axis)
+
+    @staticmethod
+    def backward(ctx, g):
+        (idx,) = ctx.saved_tensors
+        return ctx.xp.put_along_axis(ctx.shape, idx, g, ctx.axis), None, None
