@@ -39,7 +39,8 @@ def backend_of_array(x) -> tuple[ModuleType, str]:
     """Which backend owns a raw array (used when wrapping arrays that came from outside)."""
     import numpy as np
 
-    if isinstance(x, np.ndarray) or not hasattr(x, "device"):
+    # numpy >= 2 gives arrays *and* scalars (np.float64(1.0)) a ``device`` attribute ("cpu").
+    if isinstance(x, (np.ndarray, np.generic)) or not hasattr(x, "device"):
         return _cache["cpu"]
     dev = x.device
     return resolve("torch:cpu" if dev.type == "cpu" else f"cuda:{dev.index or 0}")
