@@ -163,16 +163,18 @@ def embedding(input, weight: Tensor) -> Tensor:
 class Linear(Function):
     """y = x Wᵀ + b with W of shape [out, in], as torch.nn.Linear.
 
-    dx = g W,  dW = gᵀ x (all leading dims folded into one matmul),  db = Σ g over leading dims.
+    dx = g W,  dW = gᵀ x,  db = Σ g over leading dims. All leading dims are folded into one 2-D
+    matmul: one large GEMM runs ~3x faster in numpy than a batch of small ones.
     """
 
     @staticmethod
     def forward(ctx, x, weight, bias):
+        xp = ctx.xp
         ctx.save_for_backward(x, weight)
-        y = x @ weight.mT
+        y = xp.reshape(x, (-1, x.shape[-1])) @ weight.mT
         if bias is not None:
             y += bias
-        return y
+        return xp.reshape(y, x.shape[:-1] + (weight.shape[0],))
 
     @staticmethod
     def backward(ctx, g):
@@ -180,7 +182,7 @@ class Linear(Function):
         x, weight = ctx.saved_tensors
         need_x, need_w, need_b = ctx.needs_input_grad
         g2 = xp.reshape(g, (-1, g.shape[-1]))
-        gx = g @ weight if need_x else None
+        gx = xp.reshape(g2 @ weight, x.shape) if need_x else None
         gw = g2.mT @ xp.reshape(x, (-1, x.shape[-1])) if need_w else None
         gb = xp.sum(g2, axis=0) if need_b else None
         return gx, gw, gb

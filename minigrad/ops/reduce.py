@@ -95,6 +95,14 @@ class Amax(Function):
         return _expand_back(xp, g, shape, axis, keepdims) * mask / ties
 
 
+def _mm(xp, a, b):
+    """a @ b, folding a's leading dims into one 2-D GEMM when b is a plain matrix (numpy would
+    otherwise run one small GEMM per leading index, ~3x slower)."""
+    if a.ndim > 2 and b.ndim == 2:
+        return xp.reshape(xp.reshape(a, (-1, a.shape[-1])) @ b, a.shape[:-1] + (b.shape[-1],))
+    return xp.matmul(a, b)
+
+
 class MatMul(Function):
     """z = a @ b with torch's 1-D rules and broadcast batch dims.
 
@@ -105,7 +113,7 @@ class MatMul(Function):
     @staticmethod
     def forward(ctx, a, b):
         ctx.save_for_backward(a, b)
-        return ctx.xp.matmul(a, b)
+        return _mm(ctx.xp, a, b)
 
     @staticmethod
     def backward(ctx, g):
@@ -121,7 +129,7 @@ class MatMul(Function):
             g = g[..., None]
         ga = gb = None
         if need_a:
-            ga = g @ b2.mT
+            ga = _mm(ctx.xp, g, b2.mT)
             if a.ndim == 1:
                 ga = ga[..., 0, :]
         if need_b:
