@@ -18,6 +18,10 @@ import threading
 
 _state = threading.local()
 
+# The active ``minigrad.profile()`` (see profiler.py), or None. The engine checks this one global
+# per op and per backward node, so running without a profiler costs a single comparison.
+_profiler = None
+
 
 def is_grad_enabled() -> bool:
     return getattr(_state, "grad_enabled", True)
@@ -103,7 +107,10 @@ class Function:
         if xp is None:
             raise TypeError(f"{cls.__name__}.apply needs at least one Tensor argument")
         ctx = Context(cls, xp)
-        out = cls.forward(ctx, *raw, **kwargs)
+        if _profiler is None:
+            out = cls.forward(ctx, *raw, **kwargs)
+        else:
+            out = _profiler.run_forward(cls, ctx, device, raw, kwargs)
         if is_grad_enabled() and any(isinstance(a, Tensor) and a.requires_grad for a in args):
             ctx.inputs = tuple(a if isinstance(a, Tensor) else None for a in args)
             ctx.needs_input_grad = tuple(a is not None and a.requires_grad for a in ctx.inputs)
@@ -163,7 +170,10 @@ def backward(root, grad, retain_graph: bool = False) -> None:
             raise RuntimeError(
                 f"{node.name()}: trying to backward through the graph a second time; its saved "
                 "arrays were freed. Pass retain_graph=True to the first backward() to keep them.")
-        grads = node.fn.backward(node, entry[0])
+        if _profiler is None:
+            grads = node.fn.backward(node, entry[0])
+        else:
+            grads = _profiler.run_backward(node, entry[0])
         if not isinstance(grads, tuple):
             grads = (grads,)
         if not retain_graph:

@@ -232,3 +232,11 @@ def generator_state(gen):
 
 def set_generator_state(gen, state):
     gen.set_state(torch.from_numpy(np.asarray(state, dtype=np.uint8)))
+
+
+# ---- timing ------------------------------------------------------------------------------------
+def synchronize(device=None) -> None:
+    """Wait until queued work on ``device`` has finished. CUDA kernels run asynchronously, so a
+    timer read without this measures only the launch; on the CPU torch is eager and this is a no-op."""
+    if device is not None and str(device).startswith("cuda"):
+        torch.cuda.synchronize(device)

@@ -1,0 +1,210 @@
+"""``minigrad.profile()``: where does the time go? Per-op time, calls, FLOPs and bytes.
+
+    with mg.profile() as prof:
+        loss = model(x).sum()
+        loss.backward()
+    print(prof)              # a table, slowest op first
+    prof.totals()            # forward / backward / all, summed
+    prof.plot("prof.png")    # the same as a bar chart
+
+While the block runs, the engine hands every ``Function.apply`` (forward) and every node of the
+backward sweep to the profiler instead of calling the op directly (see ``autograd._profiler``). Outside
+the block that hook is None and costs one comparison per op.
+
+What is counted, per op:
+  * time: wall-clock around the op's own array work. On CUDA the kernels are asynchronous, so the
+    profiler synchronises the device before and after each op (which slows the run a little; the
+    unprofiled run never synchronises).
+  * FLOPs: an estimate. A matmul [.., M, K] @ [K, N] does M·N·K multiply-adds = 2·M·N·K FLOPs (batch
+    dims multiply M·N); Linear the same, as torch's flop counter counts it. An elementwise op or a
+    reduction does ~1 FLOP per element of its largest operand; fused ops (softmax, GELU, LayerNorm,
+    cross-entropy) a few per element; ops that only move data (reshape, indexing, ...) none.
+    A backward does the forward's FLOPs once per input that needs a gradient (exact for matmul:
+    dA = G Bᵀ and dB = Aᵀ G are each a matmul of the same size).
+  * bytes: the ``nbytes`` of the arrays the op reads and writes (inputs + output; for a backward, the
+    incoming gradient, the saved arrays and the gradients it returns). A lower bound on memory
+    traffic, good enough to tell a memory-bound op (few FLOPs per byte) from a compute-bound one.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from . import autograd
+
+# FLOPs per element of the largest operand, for fused ops that do several operations per element.
+_FLOPS_PER_ELEMENT = {"Softmax": 5, "LogSoftmax": 5, "LayerNorm": 8, "Gelu": 8, "CrossEntropy": 5,
+                      "BinaryCrossEntropy": 6, "BCEWithLogits": 6, "Var": 3, "Sigmoid": 4}
+# Ops that only move or view data: no arithmetic at all.
+_MOVES_DATA = {"Reshape", "Permute", "Expand", "Cat", "Index", "Gather", "Embedding", "ToCopy"}
+
+
+@dataclass
+class OpStats:
+    """Totals for one (op, phase) row, or for a sum of rows."""
+
+    calls: int = 0
+    seconds: float = 0.0
+    flops: float = 0.0
+    bytes: float = 0.0
+
+    def add(self, seconds: float, flops: float, nbytes: float, calls: int = 1) -> None:
+        self.calls += calls
+        self.seconds += seconds
+        self.flops += flops
+        self.bytes += nbytes
+
+    @property
+    def gflops_per_s(self) -> float:
+        return self.flops / self.seconds / 1e9 if self.seconds > 0 else 0.0
+
+
+def _nbytes(arrays) -> int:
+    """Sum of ``nbytes`` over the arrays among ``arrays`` (skipping None, shapes, Python numbers)."""
+    return sum(int(getattr(a, "nbytes", 0) or 0) for a in arrays if hasattr(a, "shape"))
+
+
+def _numel(a) -> int:
+    n = 1
+    for d in a.shape:
+        n *= int(d)
+    return n
+
+
+def estimate_flops(op: str, inputs: list, out) -> int:
+    """Forward FLOPs of ``op`` given its raw input arrays and its output (see the module docstring)."""
+    if op in _MOVES_DATA:
+        return 0
+    if op in ("MatMul", "Linear"):
+        # K is the contracted dim: the last of the first operand (x in x Wᵀ, or a in a @ b).
+        return 2 * _numel(out) * int(inputs[0].shape[-1])
+    arrays = [a for a in (*inputs, out) if hasattr(a, "shape")]
+    return _FLOPS_PER_ELEMENT.get(op, 1) * max(_numel(a) for a in arrays)
+
+
+class Profile:
+    """Collects per-op statistics while active; use through ``minigrad.profile()``."""
+
+    def __init__(self):
+        self.stats: dict[tuple[str, str], OpStats] = {}
+        self.wall_seconds = 0.0
+        self._previous = None
+        self._started = 0.0
+
+    # ---- the context manager: install self as the engine's hook ---------------------------------
+    def __enter__(self) -> "Profile":
+        self._previous, autograd._profiler = autograd._profiler, self
+        self._started = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.wall_seconds += time.perf_counter() - self._started
+        autograd._profiler = self._previous
+
+    def _record(self, op: str, phase: str, seconds: float, flops: float, nbytes: float) -> None:
+        row = self.stats.get((op, phase))
+        if row is None:
+            row = self.stats[(op, phase)] = OpStats()
+        row.add(seconds, flops, nbytes)
+
+    # ---- the two hooks the engine calls ----------------------------------------------------------
+    def run_forward(self, fn, ctx, device, raw: list, kwargs: dict):
+        """Run ``fn.forward`` timed; called by ``Function.apply`` in place of the plain call."""
+        xp = ctx.xp
+        xp.synchronize(device)  # finish earlier queued work so it is not billed to this op
+        start = time.perf_counter()
+        out = fn.forward(ctx, *raw, **kwargs)
+        xp.synchronize(device)
+        seconds = time.perf_counter() - start
+        flops = estimate_flops(fn.__name__, raw, out)
+        ctx._profiled_flops = flops  # the backward estimate starts from the forward's count
+        self._record(fn.__name__, "forward", seconds, flops, _nbytes([*raw, out]))
+        return out
+
+    def run_backward(self, node, grad):
+        """Run ``node``'s backward timed; called by the engine's backward loop for each node."""
+        xp = node.xp
+        device = next((t.device for t in node.inputs if t is not None), None)
+        touched = _nbytes([grad, *node.saved])  # read them before backward may free anything
+        xp.synchronize(device)
+        start = time.perf_counter()
+        grads = node.fn.backward(node, grad)
+        xp.synchronize(device)
+        seconds = time.perf_counter() - start
+        returned = grads if isinstance(grads, tuple) else (grads,)
+        # For MatMul/Linear only dA and dB are matmuls (a bias gradient is a cheap sum).
+        considered = returned[:2] if node.fn.__name__ in ("MatMul", "Linear") else returned
+        needed = sum(1 for g, need in zip(considered, node.needs_input_grad) if need and g is not None)
+        flops = node.__dict__.get("_profiled_flops", 0) * needed
+        self._record(node.fn.__name__, "backward", seconds, flops, touched + _nbytes(returned))
+        return grads
+
+    # ---- reports ---------------------------------------------------------------------------------
+    def totals(self) -> dict[str, OpStats]:
+        """Summed statistics: {"forward": ..., "backward": ..., "all": ...}."""
+        out = {"forward": OpStats(), "backward": OpStats(), "all": OpStats()}
+        for (_, phase), s in self.stats.items():
+            for key in (phase, "all"):
+                out[key].add(s.seconds, s.flops, s.bytes, s.calls)
+        return out
+
+    def rows(self) -> list[tuple[str, str, OpStats]]:
+        """(op, phase, stats) rows, the most time-consuming first."""
+        return sorted(((op, phase, s) for (op, phase), s in self.stats.items()),
+                      key=lambda r: r[2].seconds, reverse=True)
+
+    def table(self, limit: int | None = None) -> str:
+        """A text table: one row per (op, phase), sorted by time, then the totals."""
+        total = self.totals()
+        all_s = total["all"].seconds or 1.0
+        head = (f"{'op':<20} {'phase':<9} {'calls':>6} {'time ms':>9} {'%':>6} {'GFLOP':>9} "
+                f"{'GFLOP/s':>8} {'MB':>9}")
+        lines = [head, "-" * len(head)]
+
+        def line(name, phase, s):
+            return (f"{name:<20} {phase:<9} {s.calls:>6} {s.seconds * 1e3:>9.3f} "
+                    f"{100 * s.seconds / all_s:>6.1f} {s.flops / 1e9:>9.4f} {s.gflops_per_s:>8.2f} "
+                    f"{s.bytes / 1e6:>9.2f}")
+
+        lines += [line(op, phase, s) for op, phase, s in self.rows()[:limit]]
+        lines.append("-" * len(head))
+        lines += [line("total", phase, total[phase]) for phase in ("forward", "backward", "all")]
+        if self.wall_seconds:
+            outside = self.wall_seconds - total["all"].seconds
+            lines.append(f"wall time of the block {self.wall_seconds * 1e3:.3f} ms, of which "
+                         f"{outside * 1e3:.3f} ms outside ops (Python, optimizer, data)")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.table()
+
+    def plot(self, path: str, limit: int = 15) -> None:
+        """Save a horizontal bar chart of time per op (forward and backward side by side)."""
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        ops: list[str] = []
+        for op, _, _ in self.rows():
+            if op not in ops:
+                ops.append(op)
+        ops = ops[:limit][::-1]  # slowest at the top of the chart
+        ms = {key: s.seconds * 1e3 for key, s in self.stats.items()}
+        fig = Figure(figsize=(8, 0.4 * len(ops) + 1.5))
+        FigureCanvasAgg(fig)
+        ax = fig.add_subplot()
+        ys = range(len(ops))
+        ax.barh([y + 0.2 for y in ys], [ms.get((op, "forward"), 0) for op in ops], 0.4,
+                label="forward", color="#4c72b0")
+        ax.barh([y - 0.2 for y in ys], [ms.get((op, "backward"), 0) for op in ops], 0.4,
+                label="backward", color="#dd8452")
+        ax.set_yticks(list(ys), ops)
+        ax.set_xlabel("time (ms)")
+        ax.set_title("minigrad profile: time per op")
+        ax.legend(loc="lower right")
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+
+
+def profile() -> Profile:
+    """A context manager that profiles every op run inside it (see the module docstring)."""
+    return Profile()
