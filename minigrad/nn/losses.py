@@ -116,7 +116,8 @@ class CrossEntropy(Function):
         loss = -picked * valid
         ctx.save_for_backward(logp, safe_t, valid)
         ctx.reduction = reduction
-        ctx.count = xp.sum(valid)
+        # The count in z's dtype: numpy would promote float32 / an int64 scalar to float64.
+        ctx.count = xp.astype(xp.sum(valid), xp.dtype_of(z))
         if reduction == "mean":
             return xp.sum(loss) / ctx.count
         return xp.sum(loss) if reduction == "sum" else loss
