@@ -90,10 +90,10 @@ class Function:
 
     @classmethod
     def apply(cls, *args, **kwargs):
-        from .tensor import Tensor
-
+        Tensor = _tensor.Tensor
         xp = device = None
         raw = []
+        any_requires_grad = False
         for a in args:
             if isinstance(a, Tensor):
                 if xp is None:
@@ -102,6 +102,7 @@ class Function:
                     raise RuntimeError(f"{cls.__name__}: expected all tensors on one device, "
                                        f"got {device!r} and {a.device!r}")
                 raw.append(a.data)
+                any_requires_grad = any_requires_grad or a.requires_grad
             else:
                 raw.append(a)
         if xp is None:
@@ -111,7 +112,7 @@ class Function:
             out = cls.forward(ctx, *raw, **kwargs)
         else:
             out = _profiler.run_forward(cls, ctx, device, raw, kwargs)
-        if is_grad_enabled() and any(isinstance(a, Tensor) and a.requires_grad for a in args):
+        if any_requires_grad and is_grad_enabled():
             ctx.inputs = tuple(a if isinstance(a, Tensor) else None for a in args)
             ctx.needs_input_grad = tuple(a is not None and a.requires_grad for a in ctx.inputs)
             return Tensor._make(out, xp, device, grad_fn=ctx)
@@ -199,11 +200,15 @@ def backward(root, grad, retain_graph: bool = False) -> None:
 def _accumulate_leaf(t, g) -> None:
     """Leaf gradients add up across backward calls, as in torch. Never in place: a .grad array may
     share memory with another leaf's (both views of one upstream gradient)."""
-    from .tensor import Tensor
-
     if not t.requires_grad:
         return
     if t.grad is None:
-        t.grad = Tensor._make(g, t._xp, t.device)
+        t.grad = _tensor.Tensor._make(g, t._xp, t.device)
     else:
         t.grad.data = t.grad.data + g
+
+
+# tensor.py imports this module, so the Tensor class is reached through its module, imported here
+# at the bottom (Function exists by now) and read at call time. A ``from .tensor import Tensor``
+# inside apply() would run the import machinery once per op.
+from . import tensor as _tensor  # noqa: E402
