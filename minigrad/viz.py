@@ -33,8 +33,8 @@ def _shape_text(shape: tuple) -> str:
     return "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
 
 
-def _graph(t: Tensor, names: dict | None, params: dict | None) -> tuple[dict[int, _Node], int]:
-    """Walk from ``t`` back to the leaves: {node id: _Node}, and the id of the output node."""
+def _graph(t: Tensor, names: dict | None, params: dict | None) -> dict[int, _Node]:
+    """Walk from ``t`` back to the leaves: {node id: _Node}, the output's node first."""
     label_of = {id(p): n for n, p in (params or {}).items()}
     label_of.update(names or {})
 
@@ -47,7 +47,7 @@ def _graph(t: Tensor, names: dict | None, params: dict | None) -> tuple[dict[int
         return _Node(text, "param" if x.requires_grad else "const")
 
     if t.grad_fn is None:
-        return {id(t): leaf(t)}, id(t)
+        return {id(t): leaf(t)}
     nodes: dict[int, _Node] = {}
     stack = [(t.grad_fn, t.shape)]  # an op node is labelled with the shape of the tensor it made
     while stack:
@@ -68,7 +68,7 @@ def _graph(t: Tensor, names: dict | None, params: dict | None) -> tuple[dict[int
                 node.inputs.append(id(x))
                 nodes.setdefault(id(x), leaf(x))
     nodes[id(t.grad_fn)].kind = "output"
-    return nodes, id(t.grad_fn)
+    return nodes
 
 
 def to_dot(t: Tensor, names: dict[int, str] | None = None, params: dict | None = None) -> str:
@@ -77,7 +77,7 @@ def to_dot(t: Tensor, names: dict[int, str] | None = None, params: dict | None =
     ``names`` maps ``id(tensor)`` to a label; ``params`` is e.g. ``dict(model.named_parameters())``.
     Render it with ``dot -Tpng`` or paste it into any online Graphviz viewer.
     """
-    nodes, _ = _graph(t, names, params)
+    nodes = _graph(t, names, params)
     index = {key: i for i, key in enumerate(nodes)}  # short DOT ids: n0 is the output
     style = {"op": 'shape=box, style="rounded,filled", fillcolor="#fde0c5"',
              "output": 'shape=box, style="rounded,filled", fillcolor="#b9e4c9"',
@@ -160,7 +160,7 @@ def draw(t: Tensor, path: str, names: dict[int, str] | None = None, params: dict
     from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
     from matplotlib.path import Path
 
-    nodes, _ = _graph(t, names, params)
+    nodes = _graph(t, names, params)
     pos, routes = _layout(nodes)
     # Sizes in inches: monospace text makes a label's width predictable from its length.
     char_w, line_h, pad = 0.085, 0.19, 0.12

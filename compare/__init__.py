@@ -1,0 +1,1 @@
+"""Side-by-side comparisons of minigrad / mini_bert against PyTorch and HuggingFace."""
