@@ -195,8 +195,8 @@ def jacobians(op: type, x: mg.Tensor, eps: float = 1e-6) -> tuple[np.ndarray, np
         rows.append(x.grad.numpy())
     base = x.numpy()
     with mg.no_grad():
-        cols = [(op.apply(mg.tensor(base + eps * e)).numpy() - op.apply(mg.tensor(base - eps * e)).numpy())
-                / (2 * eps) for e in np.eye(n)]
+        cols = [(op.apply(mg.tensor(base + eps * e)).numpy()
+                 - op.apply(mg.tensor(base - eps * e)).numpy()) / (2 * eps) for e in np.eye(n)]
     return np.array(rows), np.stack(cols, axis=1)
 
 

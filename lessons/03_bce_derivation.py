@@ -179,7 +179,8 @@ wrong_label = np.abs(exact) > 0.5  # confidently wrong: the true gradient is ±1
 for k in ("clamped", "torch clamped"):
     assert np.isfinite(res[k][1]).all(), k
     assert (np.abs(res[k][1][wrong_label & naive_breaks]) < 1e-6).all(), k
-print("(z, y) where the naive chain fails:", [(int(a), int(b)) for a, b in zip(z_cases[naive_breaks], y_cases[naive_breaks])])
+print("(z, y) where the naive chain fails:",
+      [(int(a), int(b)) for a, b in zip(z_cases[naive_breaks], y_cases[naive_breaks])])
 
 # %% [markdown]
 # ## 3. The picture

@@ -55,7 +55,8 @@ def layer_norm_composed(x: mg.Tensor, gamma: mg.Tensor, beta: mg.Tensor, eps: fl
 
 grads = {}
 for name in ("fused", "composed"):
-    x, gamma, beta = (mg.tensor(a, dtype=mg.float64, requires_grad=True) for a in (x_np, gamma_np, beta_np))
+    x, gamma, beta = (mg.tensor(a, dtype=mg.float64, requires_grad=True)
+                      for a in (x_np, gamma_np, beta_np))
     y = (F.layer_norm(x, 10, gamma, beta, LAYER_NORM_EPS) if name == "fused"
          else layer_norm_composed(x, gamma, beta, LAYER_NORM_EPS))
     (y * mg.tensor(G_np)).sum().backward()

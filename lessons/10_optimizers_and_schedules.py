@@ -222,7 +222,7 @@ opt_t = torch.optim.AdamW([w_t], lr=BASE_LR, weight_decay=0.01)
 sched_t = transformers.get_linear_schedule_with_warmup(opt_t, WARMUP, TOTAL)
 
 lrs_mg, lrs_t, max_w_gap = [], [], 0.0
-for step in range(TOTAL):
+for _ in range(TOTAL):
     lrs_mg.append(opt_mg.param_groups[0]["lr"])
     lrs_t.append(opt_t.param_groups[0]["lr"])
     for w, opt, lib in ((w_mg, opt_mg, mg), (w_t, opt_t, torch)):
