@@ -37,11 +37,12 @@ CHAIN_OPS = 3 * CHAIN_STEPS + 1
 
 
 def _torch_device(device: str) -> str:
-    return "cuda" if device.startswith("cuda") else "cpu"
+    """minigrad's device string as torch spells it: "cpu" and "torch:cpu" -> "cpu", "cuda:N" as is."""
+    return device[len("torch:"):] if device.startswith("torch:") else device
 
 
 def _sync(device: str) -> None:
-    if device.startswith("cuda"):
+    if "cuda" in device:
         torch.cuda.synchronize()
 
 
@@ -85,6 +86,12 @@ def bench_overhead(device: str, repeats: int) -> tuple[float, float]:
         _chain(*th_in).backward()
 
     return _median_pair(run_mg, run_torch, repeats, warmup=20, device=device, inner=50)
+
+
+def overhead_ratio(device: str = "cpu", repeats: int = 7) -> tuple[float, float]:
+    """Microseconds per op of the small-tensor chain: (minigrad, torch). Used by compare.bench."""
+    ours, theirs = bench_overhead(device, repeats)
+    return ours / CHAIN_OPS * 1e6, theirs / CHAIN_OPS * 1e6
 
 
 # ---- 2. MLP training step ----------------------------------------------------------------------
