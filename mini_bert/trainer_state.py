@@ -1,0 +1,124 @@
+"""What a run needs to continue exactly where it stopped, and crash-safe checkpoint writing.
+
+A checkpoint directory holds the model (``config.json``, ``model.safetensors``) and tokenizer
+files, loadable by transformers, plus two files of trainer state: ``trainer_state.safetensors``
+(the AdamW moment arrays, and any torch generator state) and ``trainer_state.json`` (steps,
+position in the shuffled data, best metric, learning-rate schedule, numpy generator state).
+No pickle anywhere, so loading a checkpoint can never run code.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import numpy as np
+from safetensors.numpy import load_file, save_file
+
+import minigrad as mg
+
+STATE_JSON, STATE_ARRAYS = "trainer_state.json", "trainer_state.safetensors"
+
+
+@dataclass
+class TrainerState:
+    run: dict                   # the settings a resumed run must share with this one
+    step: int = 0               # optimizer steps taken
+    micro_batch: int = 0        # micro-batches consumed: the position in the seeded shuffle
+    best_accuracy: float = -1.0
+    best_step: int = 0
+    last_saved_step: int = 0
+
+
+def atomic_dir(final: str, write: Callable[[str], None]) -> None:
+    """Write a directory so that a crash at any moment leaves the old version or the new one.
+
+    ``write`` fills a temporary directory beside ``final`` (same filesystem, so renames are
+    atomic); only when it has finished is the old version renamed away and the new one renamed
+    in. A crash between those two renames leaves ``final.old``, which ``_recover`` puts back."""
+    _recover(final)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(final)}.tmp-",
+                           dir=os.path.dirname(os.path.abspath(final)))
+    try:
+        write(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    os.chmod(tmp, 0o755)  # mkdtemp makes it private; a checkpoint is meant to be shared
+    if os.path.exists(final):
+        os.replace(final, final + ".old")
+    os.replace(tmp, final)
+    shutil.rmtree(final + ".old", ignore_errors=True)
+
+
+def _recover(final: str) -> None:
+    old = final + ".old"
+    if os.path.isdir(old):
+        if os.path.isdir(final):
+            shutil.rmtree(old)
+        else:
+            os.replace(old, final)
+
+
+def save_state(directory: str, opt, sched, state: TrainerState) -> None:
+    """The optimizer's moment arrays (and any torch RNG state) go to safetensors, everything
+    else (steps, scalars, schedule, numpy RNG state, positions) to JSON: no pickle anywhere."""
+    sd = opt.state_dict()
+    arrays, scalars = {}, {}
+    for i, s in sd["state"].items():
+        for name, v in s.items():
+            if isinstance(v, np.ndarray) and v.ndim:
+                arrays[f"optimizer.{i}.{name}"] = np.ascontiguousarray(v)
+            else:
+                scalars.setdefault(str(i), {})[name] = v.item() if isinstance(v, np.ndarray) else v
+    rng = mg.get_rng_state()
+    rng_states = {}
+    for dev, s in rng["states"].items():
+        if isinstance(s, np.ndarray):  # torch generators' state is a byte array
+            arrays[f"rng.{dev}"] = s
+            s = {"safetensors_key": f"rng.{dev}"}
+        rng_states[dev] = s
+    save_file(arrays, os.path.join(directory, STATE_ARRAYS))
+    doc = {**asdict(state), "scheduler": sched.state_dict(),
+           "optimizer": {"param_groups": sd["param_groups"], "scalars": scalars},
+           "rng": {"seed": rng["seed"], "states": rng_states}}
+    with open(os.path.join(directory, STATE_JSON), "w", encoding="utf-8") as f:
+        json.dump(doc, f, indent=1)
+
+
+def find_state_dir(path: str) -> str:
+    """``path`` itself or its ``last/`` subdirectory, whichever holds a trainer state."""
+    for d in (os.path.join(path, "last"), path):
+        _recover(d)
+        if os.path.isfile(os.path.join(d, STATE_JSON)):
+            return d
+    raise FileNotFoundError(f"--resume {path}: no {STATE_JSON} there or in {path}/last")
+
+
+def load_state(directory: str, opt, sched, run: dict) -> TrainerState:
+    """Restore optimizer, schedule and RNG from ``save_state``'s files; returns the loop state."""
+    with open(os.path.join(directory, STATE_JSON), encoding="utf-8") as f:
+        doc = json.load(f)
+    differ = {k: (doc["run"].get(k), v) for k, v in run.items() if doc["run"].get(k) != v}
+    if differ:
+        raise ValueError(f"--resume {directory}: this run differs from the saved one in "
+                         + ", ".join(f"{k} (saved {a!r}, now {b!r})" for k, (a, b) in differ.items()))
+    arrays = load_file(os.path.join(directory, STATE_ARRAYS))
+    per_param: dict[int, dict] = {}
+    for key, v in arrays.items():
+        if key.startswith("optimizer."):
+            _, i, name = key.split(".", 2)
+            per_param.setdefault(int(i), {})[name] = v
+    for i, s in doc["optimizer"]["scalars"].items():
+        per_param.setdefault(int(i), {}).update(s)
+    opt.load_state_dict({"state": per_param, "param_groups": doc["optimizer"]["param_groups"]})
+    sched.load_state_dict(doc["scheduler"])
+    mg.set_rng_state({"seed": doc["rng"]["seed"], "states": {
+        dev: arrays[s["safetensors_key"]] if "safetensors_key" in s else s
+        for dev, s in doc["rng"]["states"].items()}})
+    fields = {f.name for f in dataclasses.fields(TrainerState)}
+    return TrainerState(**{k: v for k, v in doc.items() if k in fields})
