@@ -12,9 +12,10 @@ steps, in the order the reference implementation applies them, are:
 5. split:   cut at whitespace (dropped) and around punctuation (kept as
             one-character words).
 
-Every step works on one character at a time, so each normalised character can
-remember which *original* character it came from.  That memory is what lets us
-report offsets into the original string even though "Café" became "cafe" and a
+Each step works on one character at a time (but for one NFD subtlety, see
+`_normalized_with_reordering`), so each normalised character can remember
+which *original* character it came from.  That memory is what lets us report
+offsets into the original string even though "Café" became "cafe" and a
 zero-width space vanished.  A word is returned together with the original
 index of each of its characters.
 
@@ -73,8 +74,16 @@ _LETTERLIKE_PUNCT = _code_points(
 )
 _EXTRA_PUNCT = _code_points("166D 111C9")
 
-# A canonical decomposition added in Unicode 13 that the reference lacks.
+# The reference's NFD tables are old as well: one decomposition added in
+# Unicode 13 is missing, and these marks have combining class 0 there (they are
+# newer than its tables), so canonical ordering never moves them.
 _NOT_DECOMPOSED = _code_points("11938")
+_NO_COMBINING_CLASS = _code_points(
+    "7FD 898-89F 8CA-8D3 9FE C3C D3B-D3C EBA 1715 1ABF-1ACE 1DF6-1DFA A82C 10D24-10D27"
+    " 10EAB-10EAC 10F46-10F50 10F82-10F85 11070 1133B 1145E 11839-1183A 1193D-1193E"
+    " 11943 119E0 11A34 11A47 11A99 11D42 11D44-11D45 11D97 16FF0-16FF1 1E130-1E136"
+    " 1E2AE 1E2EC-1E2EF"
+)
 
 # Lowercase mappings of letters added in Unicode 16: unassigned for Python 3.11
 # but known to the Rust standard library the reference is built with.
@@ -91,13 +100,6 @@ WHITESPACE_CHARS = (
     "\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
 )
 _WHITESPACE = frozenset(WHITESPACE_CHARS)
-
-# CJK ideograph blocks, as the reference defines them.  Note its lower bound
-# 0x2B920 for the Extension E block (which really starts at 0x2B820): the
-# characters in between are not treated as CJK, and we follow that.
-_CJK_RANGES = ((0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF),
-               (0x2A700, 0x2B73F), (0x2B740, 0x2B81F), (0x2B920, 0x2CEAF),
-               (0xF900, 0xFAFF), (0x2F800, 0x2FA1F))
 
 _LETTER, _SPACE, _PUNCT = 0, 1, 2  # how pre-tokenisation treats a character
 
@@ -127,8 +129,17 @@ def is_punctuation(ch):
 
 
 def is_cjk(ch):
+    """CJK ideographs, in the blocks the reference lists.
+
+    Note its lower bound 0x2B920 for the Extension E block, which really
+    starts at 0x2B820: the characters in between are not treated as CJK, and
+    we follow that.  Hangul, kana etc. are not here: they are written with
+    spaces between words, so they need no special treatment.
+    """
     cp = ord(ch)
-    return any(low <= cp <= high for low, high in _CJK_RANGES)
+    return (0x4E00 <= cp <= 0x9FFF or 0x3400 <= cp <= 0x4DBF or 0xF900 <= cp <= 0xFAFF
+            or 0x20000 <= cp <= 0x2A6DF or 0x2A700 <= cp <= 0x2B81F or 0x2B920 <= cp <= 0x2CEAF
+            or 0x2F800 <= cp <= 0x2FA1F)
 
 
 def _is_stripped_mark(ch):
@@ -144,8 +155,16 @@ def _lower(ch):
     return _NEWER_LOWERCASE.get(ch) or ch.lower()
 
 
-def _nfd(ch):
-    return ch if ch in _NOT_DECOMPOSED else unicodedata.normalize("NFD", ch)
+def _kind(c):
+    return _SPACE if c in _WHITESPACE else _PUNCT if is_punctuation(c) else _LETTER
+
+
+def _combining(c):
+    return 0 if c in _NO_COMBINING_CLASS else unicodedata.combining(c)
+
+
+def _nfd(text):
+    return "".join(c if c in _NOT_DECOMPOSED else unicodedata.normalize("NFD", c) for c in text)
 
 
 # Control characters that the ASCII fast path cannot handle (they are deleted).
@@ -172,48 +191,106 @@ class BasicTokenizer:
         # original BERT, where uncased models are also accent-free.
         self.strip_accents = do_lower_case if strip_accents is None else strip_accents
         self.tokenize_chinese_chars = tokenize_chinese_chars
-        # Normalising a character is pure, so we remember the answer: real text
-        # uses a few hundred distinct characters and this makes it cheap.
-        self._char_cache = {}
+        # Normalising a character is pure, so we remember the answers: real
+        # text uses a few hundred distinct characters and this makes it cheap.
+        self._cache = {}
+
+    # Steps 1-2 (clean, CJK) and steps 3-4 (accents, case) for one character.
+    def _clean_and_space_cjk(self, ch):
+        if is_control(ch):
+            return ""
+        if is_whitespace(ch):
+            return " "
+        if self.tokenize_chinese_chars and is_cjk(ch):
+            return f" {ch} "
+        return ch
+
+    def _finish(self, c):
+        """Steps 3-4 for a character that NFD has already decomposed."""
+        if self.strip_accents and _is_stripped_mark(c):
+            return ""
+        return "".join(_lower(x) for x in c) if self.do_lower_case else c
+
+    def _analyse(self, ch):
+        """Normalise one original character; cache and return ``(pieces, classes)``.
+
+        ``pieces`` is ``((char, kind), ...)``, where ``kind`` says how
+        pre-tokenisation treats the output character: _SPACE (a word boundary,
+        dropped), _PUNCT (a word of its own) or _LETTER.  ``classes`` are the
+        combining classes of the decomposed character, or None when they are
+        all 0, the common case (see `_normalized`).
+        """
+        out = self._clean_and_space_cjk(ch)
+        classes = None
+        if self.strip_accents:
+            out = _nfd(out)
+            classes = tuple(_combining(c) for c in out)
+            classes = None if out and not any(classes) else classes
+        pieces = tuple((x, _kind(x)) for c in out for x in self._finish(c))
+        entry = self._cache[ch] = (pieces, classes)
+        return entry
 
     def normalize_char(self, ch):
         """The string that one original character turns into (may be empty)."""
-        return "".join(c for c, _ in self._pieces(ch))
+        pieces, _ = self._cache.get(ch) or self._analyse(ch)
+        return "".join(c for c, _ in pieces)
 
-    def _pieces(self, ch):
-        """Normalise one character; return ``((char, kind), ...)`` pairs.
+    def _normalized(self, text, start):
+        """The normalised text as ``(char, kind, original index)`` triples."""
+        out = []
+        previous = 0  # combining class of the previous decomposed character
+        reorders = False
+        for i, ch in enumerate(text, start):
+            pieces, classes = self._cache.get(ch) or self._analyse(ch)
+            for c, kind in pieces:
+                out.append((c, kind, i))
+            if classes is None:
+                previous = 0
+                continue
+            # NFD sorts each run of combining marks by combining class, across
+            # character boundaries ("a" + U+302E + U+0323 puts U+0323 first).
+            # Only then is our one-character-at-a-time shortcut wrong.
+            for ccc in classes:
+                reorders |= 0 < ccc < previous
+                previous = ccc
+        return self._normalized_with_reordering(text, start) if reorders else out
 
-        ``kind`` says how pre-tokenisation treats each output character:
-        _SPACE (a word boundary, dropped), _PUNCT (a word of its own) or _LETTER.
+    def _normalized_with_reordering(self, text, start):
+        """Whole-string NFD, with the reference's *positional* alignment.
+
+        The reference decomposes the whole string, sorts combining marks, and
+        then hands out original positions by position in the stream: the
+        k-th character that replaces (rather than extends) an old character
+        gets the k-th old character's position, whatever character it really
+        came from.  A mark that moved therefore takes its neighbour's offset.
+        We reproduce that; it only matters for marks that survive stripping.
         """
-        pieces = self._char_cache.get(ch)
-        if pieces is not None:
-            return pieces
-        if is_control(ch):
-            out = ""
-        elif is_whitespace(ch):
-            out = " "
-        else:
-            out = ch
-            if self.tokenize_chinese_chars and is_cjk(ch):
-                out = f" {ch} "
-            if self.strip_accents:
-                out = "".join(c for c in _nfd(out) if not _is_stripped_mark(c))
-            if self.do_lower_case:
-                out = "".join(_lower(c) for c in out)
-        pieces = tuple((c, _SPACE if is_whitespace(c) else _PUNCT if is_punctuation(c) else _LETTER)
-                       for c in out)
-        self._char_cache[ch] = pieces
-        return pieces
+        origin, stream = [], []  # origin[k]: original index of the k-th old character
+        for i, ch in enumerate(text, start):
+            for c in self._clean_and_space_cjk(ch):
+                origin.append(i)
+                stream.extend((d, k > 0) for k, d in enumerate(_nfd(c)))  # (char, inserted?)
+        i = 0
+        while i < len(stream):  # canonical ordering: sort each run of marks by class
+            j = i
+            while j < len(stream) and _combining(stream[j][0]):
+                j += 1
+            stream[i:j] = sorted(stream[i:j], key=lambda item: _combining(item[0]))
+            i = j + 1
+        out, consumed = [], 0
+        for c, inserted in stream:
+            if inserted:  # an extra character shares the previous old character's position
+                index = origin[consumed - 1] if consumed else start
+            else:
+                index = origin[consumed]
+                consumed += 1
+            out.extend((x, _kind(x), index) for x in self._finish(c))
+        return out
 
     def normalize(self, text):
         """Normalise ``text``; return ``(normalised, positions)``."""
-        chars, positions = [], []
-        for i, ch in enumerate(text):
-            for c, _ in self._pieces(ch):
-                chars.append(c)
-                positions.append(i)
-        return "".join(chars), positions
+        triples = self._normalized(text, 0)
+        return "".join(c for c, _, _ in triples), [i for _, _, i in triples]
 
     def split(self, text, start=0):
         """Normalise and pre-tokenise ``text``; positions are shifted by ``start``.
@@ -231,17 +308,16 @@ class BasicTokenizer:
 
         words = []
         chars, positions = [], []  # the word being built
-        for i, ch in enumerate(text, start):
-            for c, kind in self._pieces(ch):
-                if kind == _LETTER:
-                    chars.append(c)
-                    positions.append(i)
-                    continue
-                if chars:  # a space or a punctuation mark ends the current word
-                    words.append(("".join(chars), positions))
-                    chars, positions = [], []
-                if kind == _PUNCT:
-                    words.append((c, [i]))
+        for c, kind, i in self._normalized(text, start):
+            if kind == _LETTER:
+                chars.append(c)
+                positions.append(i)
+                continue
+            if chars:  # a space or a punctuation mark ends the current word
+                words.append(("".join(chars), positions))
+                chars, positions = [], []
+            if kind == _PUNCT:
+                words.append((c, [i]))
         if chars:
             words.append(("".join(chars), positions))
         return words

@@ -11,11 +11,11 @@ from .basic_tokenizer import WHITESPACE_CHARS
 
 
 def load_vocab(path):
-    """Read ``vocab.txt``: one token per line, the line number is its id.
+    r"""Read ``vocab.txt``: one token per line, the line number is its id.
 
     Lines end at "\n" only, and trailing whitespace (a "\r" from a Windows
     file, stray spaces) is not part of the token; this is how the reference
-    reads the file.
+    reads the file.  A token that occurs twice keeps its last line number.
     """
     vocab = {}
     with open(path, encoding="utf-8", newline="\n") as f:
