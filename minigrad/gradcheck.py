@@ -105,8 +105,13 @@ def gradcheck(fn: Callable, inputs: Sequence, eps: float = 1e-6, atol: float = 1
         err = np.abs(analytical - numerical) - (atol + rtol * np.abs(numerical))
         if err.size and err.max() > 0:
             w = np.unravel_index(int(np.argmax(err)), err.shape)
-            msg = (f"gradcheck failed for input {inputs.index(t)} (shape {t.shape}): worst element "
-                   f"{w}: analytical {analytical[w]:.8g} vs numerical {numerical[w]:.8g} "
+            if fast_mode:
+                where = "the random projection vᵀJu (fast_mode)"
+            else:  # Jacobian row = flat index over all outputs, column = element of this input
+                col = ", ".join(str(int(n)) for n in np.unravel_index(w[1], t.shape))
+                where = f"d output[{int(w[0])}] / d input[{col}]"
+            msg = (f"gradcheck failed for input {inputs.index(t)} (shape {t.shape}): worst "
+                   f"element is {where}: analytical {analytical[w]:.8g} vs numerical {numerical[w]:.8g} "
                    f"(atol={atol}, rtol={rtol})")
             if raise_exception:
                 raise GradcheckError(msg)

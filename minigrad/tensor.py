@@ -133,7 +133,9 @@ class Tensor:
         return Tensor._make(self.data, self._xp, self.device)
 
     def zero_(self) -> "Tensor":
-        self.data[...] = 0
+        # A fresh array, not a write into the old one: numpy returns 0-d results as immutable
+        # scalars, and a gradient may be a read-only broadcast view.
+        self.data = self._xp.zeros_like(self.data)
         return self
 
     # ---- conversion ----------------------------------------------------------------------------

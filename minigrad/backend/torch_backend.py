@@ -125,6 +125,8 @@ def sigmoid(x):
 
 # ---- reductions --------------------------------------------------------------------------------
 def _reduce(fn, x, axis, keepdims):
+    if axis == ():  # numpy reduces over no axis (identity); torch would reduce over all of them
+        return x
     if axis is None:
         return fn(x) if not keepdims else fn(x, dim=tuple(range(x.ndim)), keepdim=True)
     return fn(x, dim=axis, keepdim=keepdims)

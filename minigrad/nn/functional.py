@@ -101,8 +101,11 @@ class LayerNorm(Function):
 
 def layer_norm(x: Tensor, normalized_shape, weight: Tensor | None = None,
                bias: Tensor | None = None, eps: float = 1e-5) -> Tensor:
-    n = 1 if isinstance(normalized_shape, int) else len(normalized_shape)
-    return LayerNorm.apply(x, weight, bias, n, eps)
+    shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+    if x.shape[max(x.ndim - len(shape), 0):] != shape:
+        raise ValueError(f"layer_norm: normalized_shape {shape} is not the trailing shape of the "
+                         f"input {x.shape}")
+    return LayerNorm.apply(x, weight, bias, len(shape), eps)
 
 
 class Dropout(Function):
@@ -134,30 +137,38 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True, generator=None) ->
 
 
 class Embedding(Function):
-    """y = W[ids];  dW = Σ over positions of g scattered to rows by id (repeated ids add up)."""
+    """y = W[ids];  dW = Σ over positions of g scattered to rows by id (repeated ids add up).
+
+    The ``padding_idx`` row gets no gradient, as in torch: padding stays a fixed vector."""
 
     @staticmethod
-    def forward(ctx, weight, ids):
+    def forward(ctx, weight, ids, padding_idx=None):
         ctx.save_for_backward(ids)
-        ctx.num = weight.shape[0]
+        ctx.num, ctx.padding_idx = weight.shape[0], padding_idx
         return weight[ids]
 
     @staticmethod
     def backward(ctx, g):
         (ids,) = ctx.saved_tensors
-        return ctx.xp.embedding_backward(g, ids, ctx.num), None
+        gw = ctx.xp.embedding_backward(g, ids, ctx.num)
+        if ctx.padding_idx is not None:
+            gw[ctx.padding_idx] = 0
+        return gw, None, None
 
 
-def embedding(input, weight: Tensor) -> Tensor:
+def embedding(input, weight: Tensor, padding_idx: int | None = None) -> Tensor:
     """Rows of ``weight`` picked by the integer ids in ``input`` (any shape)."""
     ids = input if isinstance(input, Tensor) else Tensor(input, dtype="int64", device=weight.device)
+    if ids.device != weight.device:
+        raise RuntimeError(f"embedding: ids are on {ids.device!r} but the weight is on "
+                           f"{weight.device!r}")
     n = weight.shape[0]
     if ids.numel():
         lo, hi = int(ids.data.min()), int(ids.data.max())
         if lo < 0 or hi >= n:
             raise IndexError(f"embedding: id {hi if hi >= n else lo} is out of range for a table "
                              f"of {n} rows")
-    return Embedding.apply(weight, ids.data)
+    return Embedding.apply(weight, ids.data, padding_idx)
 
 
 class Linear(Function):

@@ -50,7 +50,7 @@ class Embedding(Module):
             self.to(device)
 
     def forward(self, ids) -> Tensor:
-        return F.embedding(ids, self.weight)
+        return F.embedding(ids, self.weight, self.padding_idx)
 
     def extra_repr(self) -> str:
         return f"{self.num_embeddings}, {self.embedding_dim}"

@@ -43,14 +43,22 @@ class Module:
         if "_parameters" not in self.__dict__:
             raise AttributeError(f"{type(self).__name__}: call super().__init__() before assigning "
                                  "attributes")
-        for table in (self._parameters, self._buffers, self._modules):
-            table.pop(name, None)
         if isinstance(value, Parameter):
-            self._parameters[name] = value
+            table = self._parameters
         elif isinstance(value, Module):
-            self._modules[name] = value
+            table = self._modules
+        elif name in self._buffers and (value is None or isinstance(value, Tensor)):
+            table = self._buffers  # a registered buffer stays one when reassigned, as in torch
         else:
+            table = None
+        for t in (self._parameters, self._buffers, self._modules):
+            if t is not table:
+                t.pop(name, None)
+        if table is None:
             object.__setattr__(self, name, value)
+        else:
+            self.__dict__.pop(name, None)  # a plain attribute of that name would shadow the table
+            table[name] = value  # an existing key keeps its place: state_dict order stays torch's
 
     def __getattr__(self, name: str):
         # Only called when normal lookup fails: parameters, buffers and submodules live in tables.
@@ -127,7 +135,10 @@ class Module:
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         for p in self.parameters():
-            p.grad = None
+            if set_to_none or p.grad is None:
+                p.grad = None
+            else:
+                p.grad.zero_()
 
     def to(self, device=None, dtype=None) -> "Module":
         """Move every parameter and buffer in place (the same Parameter objects, new arrays)."""

@@ -7,7 +7,8 @@ from typing import Iterable
 from ..tensor import Tensor
 
 
-def clip_grad_norm_(parameters: Iterable[Tensor], max_norm: float, norm_type: float = 2.0) -> float:
+def clip_grad_norm_(parameters: Tensor | Iterable[Tensor], max_norm: float,
+                    norm_type: float = 2.0) -> float:
     """Scale all gradients together so that their global L2 norm is at most ``max_norm``.
 
     total = sqrt(Σ_p ||g_p||²); if total > max_norm every g is multiplied by max_norm/(total + 1e-6)
@@ -15,6 +16,8 @@ def clip_grad_norm_(parameters: Iterable[Tensor], max_norm: float, norm_type: fl
     """
     if norm_type != 2.0:
         raise NotImplementedError("clip_grad_norm_ implements the L2 norm only")
+    if isinstance(parameters, Tensor):  # one tensor, as torch accepts (iterating it would give rows)
+        parameters = [parameters]
     grads = [p.grad for p in parameters if p.grad is not None]
     if not grads:
         return 0.0

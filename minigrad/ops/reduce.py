@@ -71,7 +71,8 @@ class Var(Function):
     def backward(ctx, g):
         (d,) = ctx.saved_tensors
         shape, axis, keepdims, denom = ctx.args
-        return _expand_back(ctx.xp, g, shape, axis, keepdims) * d * (2.0 / denom)
+        # Array division, not 2.0 / denom: with denom = 0 it gives nan as torch does, not an error.
+        return _expand_back(ctx.xp, g, shape, axis, keepdims) * d * 2.0 / denom
 
 
 class Amax(Function):
@@ -91,7 +92,8 @@ class Amax(Function):
         xp = ctx.xp
         (mask,) = ctx.saved_tensors
         shape, axis, keepdims = ctx.args
-        ties = xp.sum(mask, axis=axis, keepdims=True)
+        # A count of ties is an integer array; cast it, or numpy's float32 / int64 gives float64.
+        ties = xp.astype(xp.sum(mask, axis=axis, keepdims=True), xp.dtype_of(g))
         return _expand_back(xp, g, shape, axis, keepdims) * mask / ties
 
 

@@ -6,7 +6,13 @@ from typing import Iterable
 import numpy as np
 
 from ..autograd import no_grad
+from ..backend import backend_of_array
 from ..tensor import Tensor
+
+
+def _host(array) -> np.ndarray:
+    """A raw backend array as numpy (np.asarray cannot read a CUDA tensor)."""
+    return np.asarray(backend_of_array(array)[0].to_numpy(array))
 
 
 class Optimizer:
@@ -52,7 +58,7 @@ class Optimizer:
         """State keyed by parameter position (as torch), arrays as numpy so it saves anywhere."""
         index = {id(p): i for i, p in enumerate(self._params())}
         state = {index[k]: {n: (v.numpy() if isinstance(v, Tensor) else
-                                np.asarray(v) if hasattr(v, "shape") else v) for n, v in s.items()}
+                                _host(v) if hasattr(v, "shape") else v) for n, v in s.items()}
                  for k, s in self.state.items() if k in index}
         groups, start = [], 0
         for g in self.param_groups:
