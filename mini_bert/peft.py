@@ -56,7 +56,7 @@ class LoRALinear(nn.Module):
         nn.init.zeros_(self.lora_B.weight)
         for m in (self.lora_A, self.lora_B):
             m.to(self.weight.device, self.weight.dtype)
-        self.merged = False
+        self.merged, self._before_merge = False, None
 
     def forward(self, x: mg.Tensor) -> mg.Tensor:
         y = F.linear(x, self.weight, self.bias)
@@ -72,14 +72,18 @@ class LoRALinear(nn.Module):
         """W ← W + ΔW. The output is unchanged (up to rounding); the detour is skipped from now on,
         so A and B no longer receive gradients: merge for inference or export, not for training."""
         if not self.merged:
-            self.weight.data = self.weight.data + self.delta_weight()
-            self.merged = True
+            merged = self.weight.data + self.delta_weight()
+            self._before_merge = (self.weight.data, merged)
+            self.weight.data, self.merged = merged, True
 
     def unmerge(self) -> None:
-        """W ← W - ΔW: back to the frozen weight plus a trainable detour (W equal up to rounding)."""
+        """W ← W - ΔW. While W is still the array ``merge`` made, this puts the original array
+        back instead: W bit for bit, where a subtraction would round."""
         if self.merged:
-            self.weight.data = self.weight.data - self.delta_weight()
-            self.merged = False
+            original, merged = self._before_merge
+            self.weight.data = (original if self.weight.data is merged
+                                else self.weight.data - self.delta_weight())
+            self._before_merge, self.merged = None, False
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, r={self.r}, "
@@ -159,18 +163,52 @@ def lora_layers(model: nn.Module) -> list[tuple[str, LoRALinear]]:
     return [(n, m) for n, m in model.named_modules() if isinstance(m, LoRALinear)]
 
 
-def merge_and_unload(model: nn.Module) -> nn.Module:
-    """Fold every ΔW into its W and put plain Linears back: the model is an ordinary BERT again
-    (every parameter trainable), whose ``save_pretrained`` checkpoint transformers loads."""
+def _linear_around(weight: nn.Parameter, bias: nn.Parameter | None) -> nn.Linear:
+    """An nn.Linear holding existing Parameters, built without its constructor: that would draw
+    a random init (overwritten at once) from the seeded generator, and so shift every later
+    dropout mask of a training run that saves checkpoints."""
+    layer = nn.Linear.__new__(nn.Linear)
+    nn.Module.__init__(layer)
+    layer.in_features, layer.out_features = weight.shape[1], weight.shape[0]
+    layer.weight, layer.bias = weight, bias
+    return layer
+
+
+def _unload(model: nn.Module) -> list[tuple[nn.Module, str, LoRALinear]]:
+    """Merge every LoRALinear and put a plain Linear (sharing W and b) in its place; returns what
+    was replaced, so that ``_reload`` can undo it."""
+    replaced = []
     for parent in list(model.modules()):
         for name, lora in list(parent._modules.items()):
             if isinstance(lora, LoRALinear):
                 lora.merge()
-                plain = nn.Linear(lora.in_features, lora.out_features, bias=lora.bias is not None)
-                plain.weight, plain.bias = lora.weight, lora.bias
-                setattr(parent, name, plain)
+                setattr(parent, name, _linear_around(lora.weight, lora.bias))
+                replaced.append((parent, name, lora))
+    return replaced
+
+
+def _reload(replaced: list[tuple[nn.Module, str, LoRALinear]]) -> None:
+    for parent, name, lora in replaced:
+        setattr(parent, name, lora)
+        lora.unmerge()
+
+
+def merge_and_unload(model: nn.Module) -> nn.Module:
+    """Fold every ΔW into its W and put plain Linears back: the model is an ordinary BERT again
+    (every parameter trainable), whose ``save_pretrained`` checkpoint transformers loads."""
+    _unload(model)
     model.__dict__.pop("lora_config", None)
     return model.requires_grad_(True)
+
+
+def save_merged(model: nn.Module, directory: str) -> None:
+    """``save_pretrained`` of the model with every ΔW folded in (a plain HF checkpoint, no LoRA
+    keys), leaving the model itself exactly as it was: W comes back bit for bit."""
+    replaced = _unload(model)
+    try:
+        model.save_pretrained(directory)
+    finally:
+        _reload(replaced)
 
 
 # ---- saving and loading the adapter --------------------------------------------------------------

@@ -102,7 +102,7 @@ def test_lora_linear_forward_merge_unmerge():
     assert lora.merged and np.abs(base.weight.numpy() - (W0 + 2.0 * B @ A)).max() < 1e-6
     assert max_abs(lora(x), y) < 1e-5   # the same function, summed in another order
     lora.unmerge()
-    assert not lora.merged and np.abs(base.weight.numpy() - W0).max() < 1e-6
+    assert not lora.merged and np.array_equal(base.weight.numpy(), W0)  # the original array back
     assert max_abs(lora(x), y) < 1e-5
 
 
@@ -178,13 +178,21 @@ def test_merged_model_saves_as_plain_hf_checkpoint(tmp_path):
     ours.eval()
     with mg.no_grad():
         expected = ours(**batch).logits.numpy()
+    before = {k: t.numpy().copy() for k, t in ours.state_dict().items()}
+    rng = mg.get_rng_state()
+    P.save_merged(ours, tmp_path / "saved")   # the model goes on training afterwards...
+    assert len(P.lora_layers(ours)) == 4 and all(                      # ...unchanged, bit for bit
+        np.array_equal(t.numpy(), before[k]) for k, t in ours.state_dict().items())
+    assert mg.get_rng_state() == rng  # saving draws no random numbers (dropout masks unchanged)
     P.merge_and_unload(ours)
     assert not P.lora_layers(ours) and all(p.requires_grad for p in ours.parameters())
     ours.save_pretrained(tmp_path / "merged")
-    hf = transformers.BertForSequenceClassification.from_pretrained(
-        tmp_path / "merged", attn_implementation="eager").eval()
-    # W + ΔW summed once vs x Wᵀ + (x Aᵀ)Bᵀ: float32 rounding only, measured ~1e-6.
-    assert max_abs(hf_forward(hf, batch).logits, expected) < 1e-5
+    for directory in ("saved", "merged"):
+        hf = transformers.BertForSequenceClassification.from_pretrained(
+            tmp_path / directory, attn_implementation="eager").eval()
+        assert not any("lora" in k for k in hf.state_dict())
+        # W + ΔW summed once vs x Wᵀ + (x Aᵀ)Bᵀ: float32 rounding only, measured ~1e-6.
+        assert max_abs(hf_forward(hf, batch).logits, expected) < 1e-5, directory
 
 
 def test_only_lora_and_head_change_in_training(tmp_path):
