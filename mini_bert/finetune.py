@@ -33,6 +33,8 @@ from tqdm.auto import tqdm
 import minigrad as mg
 
 from . import data as D
+from . import peft
+from .adversarial import FGM, PGD
 from .checkpoint import default_model_dir
 from .metrics import MetricsLog, accuracy, f1, plot_curves
 from .model import BertForSequenceClassification
@@ -79,6 +81,16 @@ class TrainConfig:
     dev_fraction: float = _opt(0.1, "dev share when no --dev file is given")
     progress: bool = _opt(True, "tqdm progress bars")
     plot: bool = _opt(True, "write curves.png at the end")
+    lora_r: int = _opt(0, "LoRA rank; > 0 freezes the BERT and trains rank-r updates of the "
+                          "--lora-targets Linears (and the head) only")
+    lora_alpha: float = _opt(8.0, "LoRA scale α: the update is (α/r)·B·A")
+    lora_targets: str = _opt("query,value", "comma list of Linear names that get LoRA")
+    lora_dropout: float = _opt(0.0, "dropout on the LoRA branch's input")
+    adversarial: str | None = _opt(None, "fgm or pgd: also train on the loss at adversarially "
+                                         "perturbed word embeddings")
+    adv_eps: float = _opt(1.0, "radius ε of the embedding perturbation (L2 over the matrix)")
+    adv_alpha: float = _opt(0.3, "PGD step size α")
+    adv_steps: int = _opt(3, "PGD steps K")
 
 
 class TrainingDiverged(RuntimeError):
@@ -151,6 +163,8 @@ def param_groups(model, weight_decay: float) -> list[dict]:
     feature off, and a bias has no scale for decay to regularise, so both are left alone."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
+        if not p.requires_grad:  # frozen (LoRA): not the optimizer's business
+            continue
         (no_decay if name.endswith("bias") or "LayerNorm" in name else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay},
             {"params": no_decay, "weight_decay": 0.0}]
@@ -190,6 +204,8 @@ def train(cfg: TrainConfig) -> dict:
     """Fine-tune as ``cfg`` says; returns a summary (final and best dev metrics, timings, paths)."""
     if cfg.loss not in ("bce", "ce"):
         raise ValueError(f"--loss must be 'bce' or 'ce', got {cfg.loss!r}")
+    if cfg.adversarial not in (None, "fgm", "pgd"):
+        raise ValueError(f"--adversarial must be 'fgm' or 'pgd', got {cfg.adversarial!r}")
     if cfg.batch_size < 1 or cfg.grad_accum < 1 or cfg.eval_every < 1 or cfg.max_length < 3:
         raise ValueError("batch size, grad accumulation and eval interval must be >= 1 and "
                          "max length >= 3 ([CLS] text [SEP])")
@@ -202,15 +218,30 @@ def train(cfg: TrainConfig) -> dict:
     resume_dir = find_state_dir(cfg.resume) if cfg.resume else None
     mg.manual_seed(cfg.seed)  # the new head's initial weights, then dropout
     tok = BertTokenizer.from_pretrained(model_dir)
+    # A LoRA run keeps its trained weights in the adapter: resume from the frozen base + adapter.
     model = BertForSequenceClassification.from_pretrained(
-        resume_dir or model_dir, device=cfg.device, **head_config(cfg.loss, names))
+        model_dir if cfg.lora_r else resume_dir or model_dir, device=cfg.device,
+        **head_config(cfg.loss, names))
+    if cfg.lora_r and resume_dir:
+        peft.load_adapter(model, resume_dir)
+    elif cfg.lora_r:
+        peft.apply_lora(model, cfg.lora_targets, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout)
+    if cfg.lora_r:
+        say(peft.trainable_summary(model))
     model.train()
+    attack = None if cfg.adversarial is None else (
+        FGM(model, cfg.adv_eps) if cfg.adversarial == "fgm" else
+        PGD(model, cfg.adv_eps, cfg.adv_alpha, cfg.adv_steps))
     opt = mg.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr)
     steps = total_steps(cfg, n_train)
     sched = mg.optim.get_linear_schedule_with_warmup(opt, math.ceil(cfg.warmup_ratio * steps), steps)
     # What must match for a resumed run to be the continuation of the saved one.
     run = dict(seed=cfg.seed, batch_size=cfg.batch_size, grad_accum=cfg.grad_accum, total_steps=steps,
                n_train=n_train, labels=names, loss=cfg.loss, lr=cfg.lr, max_length=cfg.max_length)
+    if cfg.lora_r:
+        run.update(lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_targets=cfg.lora_targets)
+    if cfg.adversarial:
+        run.update(adversarial=cfg.adversarial, adv_eps=cfg.adv_eps)
     state = TrainerState(run=run)
     if resume_dir:
         state = load_state(resume_dir, opt, sched, run)
@@ -229,10 +260,15 @@ def train(cfg: TrainConfig) -> dict:
         for _ in range(cfg.grad_accum):
             epoch, idx = next(stream)
             state.micro_batch += 1
-            loss = forward(model, tok, [d["train"][i] for i in idx], d["y_train"][idx], cfg).loss
+            batch, yb = [d["train"][i] for i in idx], d["y_train"][idx]
+            loss = forward(model, tok, batch, yb, cfg).loss
             value = loss.item()
             _check_finite(value, "training loss", state, last_dir)
-            (loss * (1.0 / cfg.grad_accum)).backward()
+            if attack is None:
+                (loss * (1.0 / cfg.grad_accum)).backward()
+            else:  # + the gradient at the perturbed embeddings, which are then restored exactly
+                attack.backward(loss * (1.0 / cfg.grad_accum), lambda: forward(
+                    model, tok, batch, yb, cfg).loss * (1.0 / cfg.grad_accum))
             step_loss += value / cfg.grad_accum
         # With clipping off, a limit of inf still returns the norm (for the log) and scales nothing.
         norm = mg.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm if cfg.max_grad_norm > 0
@@ -276,8 +312,13 @@ def _check_finite(value: float, what: str, state: TrainerState, last_dir: str) -
 
 
 def _save_model(model, tok, directory: str, state: TrainerState, metrics: dict) -> None:
-    """Weights and config (loadable by transformers), tokenizer files and the dev metrics."""
-    model.save_pretrained(directory)
+    """Weights and config (loadable by transformers), tokenizer files and the dev metrics; for a
+    LoRA model the weights are saved merged (W + ΔW), with the adapter beside them."""
+    if peft.lora_layers(model):
+        peft.save_merged(model, directory)
+        peft.save_adapter(model, directory)
+    else:
+        model.save_pretrained(directory)
     tok.save_pretrained(directory)
     with open(os.path.join(directory, "eval_results.json"), "w", encoding="utf-8") as f:
         json.dump({"step": state.step, **metrics}, f, indent=2)
@@ -302,7 +343,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         else:
             kind = {"int": int, "float": float}.get(f.type.split(" ")[0], str)
             p.add_argument(flag, type=kind, default=f.default, help=help,
-                           choices=["bce", "ce"] if f.name == "loss" else None)
+                           choices={"loss": ["bce", "ce"], "adversarial": ["fgm", "pgd"]}.get(f.name))
     return TrainConfig(**vars(p.parse_args(argv)))
 
 
