@@ -5,6 +5,8 @@ as the very same array (bit for bit).
 """
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from hf_oracle import hf_model, max_abs, random_batch, randomize, save_hf, tiny_config, torch
@@ -45,19 +47,19 @@ def torch_loss(hf, batch, scale: float = 1.0):
     return hf(**{k: torch.tensor(v) for k, v in batch.items()}, labels=torch.tensor(LABELS)).loss * scale
 
 
-def torch_fgm(hf, batch, eps: float, scale: float = 1.0):
+def torch_fgm(hf, loss_fn, eps: float):
     emb = hf.bert.embeddings.word_embeddings.weight
-    torch_loss(hf, batch, scale).backward()
+    loss_fn().backward()
     backup = emb.data.clone()
     emb.data.add_(eps * emb.grad / torch.norm(emb.grad))
-    torch_loss(hf, batch, scale).backward()
+    loss_fn().backward()
     emb.data = backup
 
 
-def torch_pgd(hf, batch, eps: float, alpha: float, steps: int):
+def torch_pgd(hf, loss_fn, eps: float, alpha: float, steps: int):
     emb = hf.bert.embeddings.word_embeddings.weight
     params = [p for p in hf.parameters() if p.requires_grad]
-    torch_loss(hf, batch).backward()
+    loss_fn().backward()
     clean = [p.grad.clone() for p in params]
     backup = emb.data.clone()
     for t in range(steps):
@@ -71,7 +73,7 @@ def torch_pgd(hf, batch, eps: float, alpha: float, steps: int):
         else:
             for p, g in zip(params, clean):
                 p.grad = g
-        torch_loss(hf, batch).backward()
+        loss_fn().backward()
     emb.data = backup
 
 
@@ -96,7 +98,7 @@ def test_fgm_gradient_matches_torch(checkpoint, dtype):
     kept = original.copy()
     mb.FGM(ours, eps=0.5).backward(ours_loss(ours, batch), lambda: ours_loss(ours, batch))
     assert emb.data is original and np.array_equal(emb.data, kept)  # restored bit for bit
-    torch_fgm(hf, batch, eps=0.5)
+    torch_fgm(hf, lambda: torch_loss(hf, batch), eps=0.5)
     assert_grads_match(ours, hf, TOL[dtype])
 
     # The adversarial term is really there: the clean gradient alone is far from the sum.
@@ -117,7 +119,7 @@ def test_pgd_gradient_matches_torch(checkpoint, dtype):
     mb.PGD(ours, eps=0.5, alpha=0.3, steps=3).backward(ours_loss(ours, batch),
                                                         lambda: ours_loss(ours, batch))
     assert emb.data is original and np.array_equal(emb.data, kept)
-    torch_pgd(hf, batch, eps=0.5, alpha=0.3, steps=3)
+    torch_pgd(hf, lambda: torch_loss(hf, batch), eps=0.5, alpha=0.3, steps=3)
     assert_grads_match(ours, hf, TOL[dtype])
 
 
@@ -168,7 +170,8 @@ def test_accumulated_micro_batches_each_see_their_own_gradient(checkpoint):
     total = {}
     for seed in (4, 5):
         hf.zero_grad()
-        torch_fgm(hf, batch_for(seed), eps=0.5, scale=0.5)
+        b = batch_for(seed)
+        torch_fgm(hf, lambda b=b: torch_loss(hf, b, 0.5), eps=0.5)
         for n, p in hf.named_parameters():
             total[n] = total.get(n, 0) + p.grad.clone()
     for n, p in hf.named_parameters():
@@ -183,3 +186,79 @@ def test_frozen_embeddings_are_refused(checkpoint):
         mb.FGM(ours)
     with pytest.raises(ValueError, match="no parameter"):
         mb.PGD(ours, emb_name="nonexistent")
+
+
+# ---- inside the fine-tuning loop --------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["fgm", "pgd"])
+def test_finetune_loop_matches_torch(tmp_path, kind):
+    """Two optimizer steps of `python -m mini_bert.finetune --adversarial ...` (2 micro-batches
+    each) against the same steps in torch: HF model, the recipe above per micro-batch, torch's
+    AdamW, clip_grad_norm_ and transformers' schedule."""
+    import transformers
+    from safetensors.numpy import load_file
+    from test_finetune import make_bert, make_tsv
+
+    from mini_bert import data as D
+    from mini_bert import finetune as FT
+
+    model_dir = make_bert(tmp_path / "bce", 1, 0.0)   # dropout off: both sides deterministic
+    cfg = FT.TrainConfig(model=model_dir, train=make_tsv(tmp_path / "t.tsv", 32, 2),
+                         dev=make_tsv(tmp_path / "d.tsv", 8, 2, 1), output=str(tmp_path / "out"),
+                         batch_size=8, max_steps=2, grad_accum=2, eval_every=2, log_every=1, lr=1e-3,
+                         warmup_ratio=0.0, max_length=16, seed=0, progress=False, plot=False,
+                         adversarial=kind, adv_eps=0.5, adv_alpha=0.3, adv_steps=2)
+    FT.train(cfg)
+    ours = load_file(tmp_path / "out" / "last" / "model.safetensors")
+    log = [json.loads(line) for line in open(tmp_path / "out" / "metrics.jsonl")]
+
+    d = FT.load_data(cfg)
+    tok = transformers.BertTokenizerFast.from_pretrained(model_dir)
+    hf = transformers.BertForSequenceClassification.from_pretrained(model_dir)
+    groups = [[p for n, p in hf.named_parameters() if (n.endswith("bias") or "LayerNorm" in n) == nd]
+              for nd in (False, True)]
+    opt = torch.optim.AdamW([{"params": groups[0], "weight_decay": cfg.weight_decay},
+                             {"params": groups[1], "weight_decay": 0.0}], lr=cfg.lr)
+    sched = transformers.get_linear_schedule_with_warmup(opt, 0, cfg.max_steps)
+    stream = D.shuffled_batches(len(d["train"]), cfg.batch_size, cfg.seed)
+    norms = []
+    for _ in range(cfg.max_steps):
+        total = None
+        for _ in range(cfg.grad_accum):
+            _, idx = next(stream)
+            enc = tok([d["train"][i].text for i in idx], padding=True, truncation=True,
+                      max_length=cfg.max_length, return_tensors="np")
+            batch = {k: enc[k] for k in ("input_ids", "token_type_ids", "attention_mask")}
+            y = torch.tensor(d["y_train"][idx], dtype=torch.float32)
+
+            def loss_fn(_batch=batch, _y=y):
+                logits = hf(**{k: torch.tensor(v) for k, v in _batch.items()}).logits
+                bce = torch.nn.functional.binary_cross_entropy_with_logits(logits[:, 0], _y)
+                return bce / cfg.grad_accum
+
+            hf.zero_grad()   # each micro-batch's attack sees its own gradient; sums added below
+            if kind == "fgm":
+                torch_fgm(hf, loss_fn, cfg.adv_eps)
+            else:
+                torch_pgd(hf, loss_fn, cfg.adv_eps, cfg.adv_alpha, cfg.adv_steps)
+            grads = [p.grad.clone() for p in hf.parameters()]
+            total = grads if total is None else [a + b for a, b in zip(total, grads)]
+        for p, g in zip(hf.parameters(), total):
+            p.grad = g
+        norms.append(torch.nn.utils.clip_grad_norm_(hf.parameters(), cfg.max_grad_norm).item())
+        opt.step()
+        sched.step()
+    # Adam's first step is ~lr·sign(g), blind to the size of g: the gradient norms (clean +
+    # adversarial, before clipping) check the sizes. float32 sums over 1 + K passes: ~1e-6 rel.
+    np.testing.assert_allclose([e["grad_norm"] for e in log if e["event"] == "train"], norms,
+                               rtol=1e-4)
+    before = load_file(f"{model_dir}/model.safetensors")
+    for k, v in hf.state_dict().items():
+        # Adam moves a weight by ~lr·g/|g| at first, so a float32 rounding δ in g changes the step
+        # by lr·δ/|g|: ~1e-9 for almost every entry. The few entries whose gradient is itself near
+        # zero (~1e-8, the rounding level of 1 + K summed passes; seen with PGD) take a first step
+        # whose size rounding can change by a good part of lr. Allow those (< 1% of a tensor) up
+        # to lr/10; a wrong gradient moves most entries of a tensor by ~lr.
+        diff = np.abs(ours[k] - v.numpy())
+        assert (diff > 1e-6).mean() < 0.01 and diff.max() < cfg.lr / 10, (k, diff.max())
+    assert np.abs(ours["bert.embeddings.word_embeddings.weight"]
+                  - before["bert.embeddings.word_embeddings.weight"]).max() > 1e-4
