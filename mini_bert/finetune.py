@@ -42,6 +42,9 @@ from .tokenizer import BertTokenizer
 from .trainer_state import TrainerState, atomic_dir, find_state_dir, load_state, save_state
 
 
+ADAPTER_DIR = "adapter"  # inside each checkpoint directory of a LoRA run
+
+
 def _opt(default, help: str):
     """A config field with its command-line help."""
     return field(default=default, metadata={"help": help})
@@ -223,7 +226,7 @@ def train(cfg: TrainConfig) -> dict:
         model_dir if cfg.lora_r else resume_dir or model_dir, device=cfg.device,
         **head_config(cfg.loss, names))
     if cfg.lora_r and resume_dir:
-        peft.load_adapter(model, resume_dir)
+        peft.load_adapter(model, os.path.join(resume_dir, ADAPTER_DIR))
     elif cfg.lora_r:
         peft.apply_lora(model, cfg.lora_targets, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout)
     if cfg.lora_r:
@@ -313,10 +316,11 @@ def _check_finite(value: float, what: str, state: TrainerState, last_dir: str) -
 
 def _save_model(model, tok, directory: str, state: TrainerState, metrics: dict) -> None:
     """Weights and config (loadable by transformers), tokenizer files and the dev metrics; for a
-    LoRA model the weights are saved merged (W + ΔW), with the adapter beside them."""
+    LoRA model the weights are saved merged (W + ΔW), and the adapter alone in adapter/ (not
+    beside them: transformers with peft installed would apply an adapter it finds there, twice)."""
     if peft.lora_layers(model):
         peft.save_merged(model, directory)
-        peft.save_adapter(model, directory)
+        peft.save_adapter(model, os.path.join(directory, ADAPTER_DIR))
     else:
         model.save_pretrained(directory)
     tok.save_pretrained(directory)

@@ -221,3 +221,56 @@ def test_adapter_that_does_not_fit_names_the_keys(tmp_path):
     cfg = mb.BertConfig.from_dict(tiny_config(num_labels=3, hidden_size=48).to_dict())
     with pytest.raises(mb.CheckpointError, match=r"adapter_model.safetensors.*shape mismatches.*query"):
         P.load_adapter(mb.BertForSequenceClassification(cfg), tmp_path / "adapter")
+
+
+# ---- inside the fine-tuning loop --------------------------------------------------------------------
+def test_finetune_with_lora_resumes_exactly_and_saves_loadable_checkpoints(tmp_path, monkeypatch):
+    """`python -m mini_bert.finetune --lora-r 4 ...`: only A, B and the head train; best/ holds a
+    merged checkpoint that transformers loads plus the adapter; a crashed run resumed from
+    base + adapter ends bit for bit where an uninterrupted one does (dropout on everywhere)."""
+    from safetensors.numpy import load_file
+    from test_finetune import make_bert, make_tsv
+
+    from mini_bert import finetune as FT
+
+    base = make_bert(tmp_path / "base", None, 0.1)
+    kw = dict(model=base, train=make_tsv(tmp_path / "t.tsv", 48, 2),
+              dev=make_tsv(tmp_path / "d.tsv", 12, 2, 1), batch_size=8, max_steps=4, grad_accum=2,
+              eval_every=2, lr=1e-2, max_length=16, seed=0, progress=False, plot=False,
+              lora_r=4, lora_alpha=8.0, lora_dropout=0.1)
+    straight = FT.train(FT.TrainConfig(output=str(tmp_path / "straight"), **kw))
+
+    real_step, calls = mg.optim.AdamW.step, {"n": 0}
+
+    def crash_on_third_step(self):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt("simulated crash")
+        real_step(self)
+
+    monkeypatch.setattr(mg.optim.AdamW, "step", crash_on_third_step)
+    with pytest.raises(KeyboardInterrupt):
+        FT.train(FT.TrainConfig(output=str(tmp_path / "broken"), **kw))
+    monkeypatch.setattr(mg.optim.AdamW, "step", real_step)
+    FT.train(FT.TrainConfig(output=str(tmp_path / "broken"), resume=str(tmp_path / "broken"), **kw))
+    for name in ("adapter/adapter_model.safetensors", "model.safetensors"):
+        a, b = (load_file(tmp_path / run / "last" / name) for run in ("straight", "broken"))
+        assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a), name
+
+    # The frozen weights are the base's, bit for bit; the LoRA targets moved by ΔW.
+    merged = load_file(f"{straight['best_dir']}/model.safetensors")
+    for k, v in load_file(f"{base}/model.safetensors").items():
+        moved = not np.array_equal(merged["bert." + k], v)
+        assert moved == k.endswith(("query.weight", "value.weight")), k
+
+    batch = random_batch(len(open(f"{base}/vocab.txt").read().split()), 2, batch=3, seq=6)
+    hf = transformers.BertForSequenceClassification.from_pretrained(straight["best_dir"]).eval()
+    ours = P.load_adapter(mb.BertForSequenceClassification.from_pretrained(
+        base, num_labels=1, problem_type="multi_label_classification"),
+        f"{straight['best_dir']}/adapter").eval()
+    with mg.no_grad():
+        expected = ours(**batch).logits
+    assert max_abs(hf_forward(hf, batch).logits, expected) < 1e-5  # float32 rounding (see above)
+
+    assert FT.parse_args(["--lora-r", "8", "--lora-targets", "query,key", "--lora-alpha", "16",
+                          "--lora-dropout", "0.05"]).lora_targets == "query,key"
