@@ -1,0 +1,102 @@
+"""Budget comparisons on SST-2: LoRA vs full fine-tuning, FGM / PGD vs plain, same data and steps.
+
+    python -m compare.peft_adv [--runs full,lora,fgm] [--train-samples 2000] [--epochs 1]
+
+Every run is ``mini_bert.finetune.train`` on all-MiniLM-L6-v2 with the same seed, the same first
+``--train-samples`` SST-2 training sentences in the same order, batch 32, max length 64, one
+evaluation on the full SST-2 dev set (872 sentences) at the end. It prints (and writes to
+``--out``/results.md) one row per run: dev accuracy and F1, trainable parameters, seconds per
+optimizer step and in all. The CPU is shared and noisy: compare step times within one invocation.
+
+Runs: ``full`` (every weight, --lr), ``lora`` (r=8 on query/value + head, --lora-lr: LoRA is
+usually run at a ~10x larger rate, its update starts at 0 and is small), ``fgm`` and ``pgd``
+(full fine-tuning plus the adversarial term, eps=1, PGD alpha=0.3, K=3).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SST2 = ROOT.parent / "shared" / "data" / "sst2"
+RUNS = {
+    "full": {},
+    "lora": {"lora_r": 8, "lora_alpha": 16.0, "lora_targets": "query,value"},
+    "fgm": {"adversarial": "fgm", "adv_eps": 1.0},
+    "pgd": {"adversarial": "pgd", "adv_eps": 1.0, "adv_alpha": 0.3, "adv_steps": 3},
+}
+
+
+def trainable_params(settings: dict) -> tuple[int, int]:
+    """(trainable, total) parameters of the run's model (the head as the loop builds it)."""
+    import warnings
+
+    from mini_bert import finetune as FT
+    from mini_bert import peft
+    from mini_bert.checkpoint import default_model_dir
+    from mini_bert.model import BertForSequenceClassification
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the fresh head's warning
+        model = BertForSequenceClassification.from_pretrained(
+            default_model_dir(), **FT.head_config("bce", ["0", "1"]))
+    if settings.get("lora_r"):
+        peft.apply_lora(model, settings["lora_targets"], settings["lora_r"], settings["lora_alpha"])
+    return peft.count_trainable(model), sum(p.numel() for p in model.parameters())
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m compare.peft_adv", description=__doc__.split("\n")[0])
+    p.add_argument("--runs", default="full,lora,fgm", help=f"comma list of {sorted(RUNS)}")
+    p.add_argument("--train-samples", type=int, default=2000)
+    p.add_argument("--epochs", type=float, default=1.0)
+    p.add_argument("--lr", type=float, default=5e-5, help="full fine-tuning (and fgm/pgd) rate")
+    p.add_argument("--lora-lr", type=float, default=5e-4)
+    p.add_argument("--data", default=str(SST2), help="folder with train.tsv and dev.tsv")
+    p.add_argument("--out", default="runs/peft_adv")
+    args = p.parse_args(argv)
+
+    from mini_bert import finetune as FT
+
+    names = [r.strip() for r in args.runs.split(",") if r.strip()]
+    unknown = [r for r in names if r not in RUNS]
+    if unknown:
+        p.error(f"unknown run(s) {unknown}; choose from {sorted(RUNS)}")
+    rows = []
+    for name in names:
+        settings = RUNS[name]
+        cfg = FT.TrainConfig(
+            train=os.path.join(args.data, "train.tsv"), dev=os.path.join(args.data, "dev.tsv"),
+            max_train_samples=args.train_samples, epochs=args.epochs, batch_size=32,
+            max_length=64, eval_every=10**9, log_every=10, seed=42, progress=False, plot=False,
+            lr=args.lora_lr if name == "lora" else args.lr, output=os.path.join(args.out, name),
+            **settings)
+        t0 = time.perf_counter()
+        summary = FT.train(cfg)
+        trainable, total = trainable_params(settings)
+        rows.append(dict(run=name, lr=cfg.lr, accuracy=summary["final"]["accuracy"],
+                         f1=summary["final"]["f1"], trainable=trainable, total=total,
+                         steps=summary["step"], s_per_step=summary["seconds_per_step"],
+                         seconds=time.perf_counter() - t0))
+        print(json.dumps(rows[-1]), flush=True)
+
+    header = ("| run | lr | dev acc | dev F1 | trainable params | steps | s/step | total s |\n"
+              "|---|---|---|---|---|---|---|---|")
+    lines = [header] + [
+        f"| {r['run']} | {r['lr']:g} | {r['accuracy']:.4f} | {r['f1']:.4f} | "
+        f"{r['trainable']:,} ({100 * r['trainable'] / r['total']:.2f}%) | {r['steps']} | "
+        f"{r['s_per_step']:.2f} | {r['seconds']:.0f} |" for r in rows]
+    table = "\n".join(lines)
+    print(table)
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "results.md"), "w", encoding="utf-8") as f:
+        f.write(f"python -m compare.peft_adv --runs {args.runs} --train-samples "
+                f"{args.train_samples} --epochs {args.epochs}\n\n{table}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
