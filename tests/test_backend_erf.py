@@ -31,3 +31,12 @@ def test_float64_erf_is_exact():
 def test_erf_keeps_shape_and_handles_noncontiguous():
     x = np.random.default_rng(1).standard_normal((3, 70_000)).astype(np.float32).T
     np.testing.assert_allclose(nb.erf(x), _reference(x.ravel()).reshape(x.shape), atol=5e-7)
+
+
+def test_float32_normal_cdf_matches_float64_formula():
+    x = np.random.default_rng(2).uniform(-9, 9, 100_000).astype(np.float32)
+    ref = 0.5 * (1.0 + _reference(x / np.sqrt(np.float64(2.0))))
+    got = nb.normal_cdf(x)
+    assert got.dtype == np.float32
+    assert np.max(np.abs(got.astype(np.float64) - ref)) < 5e-7
+    np.testing.assert_allclose(nb.normal_cdf(x.astype(np.float64)), ref, rtol=0, atol=1e-15)

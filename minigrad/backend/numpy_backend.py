@@ -85,11 +85,13 @@ _ERF_P = np.array([1.12837917e+00, 1.85280008e-01, 5.43540105e-02, 3.85647916e-0
                    3.80859225e-04, 4.71511614e-06, -1.33602699e-08], dtype=np.float32)
 _ERF_Q = np.array([1.00000000e+00, 4.97533530e-01, 1.14014023e-01, 1.54798462e-02,
                    1.31069163e-03, 6.34035470e-05], dtype=np.float32)
+_SQRT_HALF = math.sqrt(0.5)
 _BLOCK = 1 << 16  # elements per block: a few float32 temporaries of this size stay in L2 cache
 
 
-def _erf32_block(x, out):
-    xc = np.clip(x, -4.0, 4.0)
+def _erf32_block(x, out, scale, cdf):
+    """out = erf(scale·x), or the normal CDF (1 + erf(scale·x))/2 when ``cdf``, on one block."""
+    xc = np.clip(x * np.float32(scale), -4.0, 4.0)
     u = xc * xc
     p = np.full_like(u, _ERF_P[-1])
     for c in _ERF_P[-2::-1]:  # Horner's rule, in place
@@ -101,17 +103,37 @@ def _erf32_block(x, out):
         q += c
     p *= xc
     np.divide(p, q, out=out)
+    if cdf:
+        out *= 0.5
+        out += 0.5
+
+
+def _blocked_erf32(x, scale: float, cdf: bool):
+    flat = np.ascontiguousarray(x).reshape(-1)
+    out = np.empty_like(flat)
+    for i in range(0, flat.size, _BLOCK):
+        _erf32_block(flat[i:i + _BLOCK], out[i:i + _BLOCK], scale, cdf)
+    return out.reshape(x.shape)
 
 
 def erf(x):
     x = np.asarray(x)
     if x.dtype != np.float32:
         return _erf64(x).astype(x.dtype, copy=False)
-    flat = np.ascontiguousarray(x).reshape(-1)
-    out = np.empty_like(flat)
-    for i in range(0, flat.size, _BLOCK):
-        _erf32_block(flat[i:i + _BLOCK], out[i:i + _BLOCK])
-    return out.reshape(x.shape)
+    return _blocked_erf32(x, 1.0, False)
+
+
+def normal_cdf(x):
+    """Φ(x) = (1 + erf(x/√2)) / 2, the standard normal CDF (GELU's gate), in one blocked pass."""
+    x = np.asarray(x)
+    if x.dtype != np.float32:
+        return (0.5 * (1.0 + _erf64(x * _SQRT_HALF))).astype(x.dtype, copy=False)
+    return _blocked_erf32(x, _SQRT_HALF, True)
+
+
+def exp_(x):
+    """e^x written into x itself: for fresh temporaries the engine owns (saves an allocation)."""
+    return np.exp(x, out=x)
 
 
 def sigmoid(x):
@@ -159,6 +181,12 @@ def stack(xs, axis):
 
 
 def matmul(a, b):
+    # A stack of matrices that is not C-contiguous (a transposed view, e.g. attention heads)
+    # makes numpy skip BLAS and loop in C: ~8x slower than copying it first.
+    if a.ndim > 2:
+        a = np.ascontiguousarray(a)
+    if b.ndim > 2:
+        b = np.ascontiguousarray(b)
     return np.matmul(a, b)
 
 

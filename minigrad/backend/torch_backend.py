@@ -92,11 +92,17 @@ def finfo_min(dtype) -> float:
 
 # ---- elementwise -------------------------------------------------------------------------------
 exp, log, sqrt, abs, tanh, sign = torch.exp, torch.log, torch.sqrt, torch.abs, torch.tanh, torch.sign
-erf, isfinite, logaddexp = torch.special.erf, torch.isfinite, torch.logaddexp
+erf, normal_cdf = torch.special.erf, torch.special.ndtr
+isfinite, logaddexp = torch.isfinite, torch.logaddexp
 
 
 def _t(v, like):
     return v if isinstance(v, torch.Tensor) else torch.as_tensor(v, dtype=like.dtype, device=like.device)
+
+
+def exp_(x):
+    """e^x written into x itself: for fresh temporaries the engine owns (saves an allocation)."""
+    return x.exp_()
 
 
 def maximum(a, b):

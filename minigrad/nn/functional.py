@@ -24,8 +24,8 @@ class Softmax(Function):
     @staticmethod
     def forward(ctx, x, axis):
         xp = ctx.xp
-        e = xp.exp(x - xp.amax(x, axis=axis, keepdims=True))
-        e /= xp.sum(e, axis=axis, keepdims=True)
+        e = xp.exp_(x - xp.amax(x, axis=axis, keepdims=True))  # in place on the fresh difference
+        e *= 1.0 / xp.sum(e, axis=axis, keepdims=True)  # one reciprocal per row, then multiplies
         ctx.save_for_backward(e)
         ctx.axis = axis
         return e

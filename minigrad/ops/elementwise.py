@@ -233,7 +233,7 @@ class Gelu(Function):
             return 0.5 * a * (1 + t)
         if approximate != "none":
             raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
-        cdf = 0.5 * (1 + xp.erf(a * _INV_SQRT_2))
+        cdf = xp.normal_cdf(a)  # Φ(a) = (1 + erf(a/√2)) / 2
         ctx.save_for_backward(a, cdf)
         return a * cdf
 

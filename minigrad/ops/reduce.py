@@ -140,7 +140,7 @@ class MatMul(Function):
                 xp = ctx.xp
                 gb = xp.reshape(a2, (-1, a2.shape[-1])).mT @ xp.reshape(g, (-1, g.shape[-1]))
             else:
-                gb = a2.mT @ g
+                gb = _mm(ctx.xp, a2.mT, g)
             if b.ndim == 1:
                 gb = gb[..., 0]
         return ga, gb
