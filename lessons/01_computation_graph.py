@@ -92,12 +92,13 @@ wt = mg.tensor(w_val, dtype=mg.float64, requires_grad=True)
 bt = mg.tensor(b_val, dtype=mg.float64, requires_grad=True)
 Lt = ((wt * xt + bt).sigmoid() - y_val) ** 2
 
-# The graph, read from the loss backwards. Each node (a `grad_fn`) keeps its input tensors in
-# `.inputs`; here every op has one non-leaf input, so following it walks the whole chain.
+# The graph, read from the loss backwards. Each node (a `grad_fn`) keeps its `.parents`: the node
+# that computed each input, or the leaf tensor itself. Here every op has one computed input, so
+# following it walks the whole chain.
 node, depth = Lt.grad_fn, 0
 while node is not None:
     print("  " * depth + node.name())
-    parents = [t.grad_fn for t in node.inputs if t is not None and t.grad_fn is not None]
+    parents = [p for p in node.parents if isinstance(p, mg.Context)]
     node, depth = (parents[0] if parents else None), depth + 1
 
 # Draw it (before backward(): backward frees the graph as it goes). Blue boxes are the leaves we

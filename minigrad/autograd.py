@@ -50,14 +50,20 @@ def enable_grad():
 class Context:
     """What a Function's forward leaves for its backward; also the node in the graph.
 
-    ``inputs`` holds the parent Tensors (None where the positional argument was not a Tensor).
+    ``parents`` has one entry per positional input: the input's own node (its ``grad_fn``) if it
+    was computed, the Tensor itself if it is a leaf, None if it was not a Tensor. A node links to
+    its parents' *nodes*, never to their output Tensors, so an intermediate result that no
+    backward needs is freed as soon as the user drops it (torch's graph works the same way).
+    ``shapes`` keeps each input's shape for unbroadcast. ``needs_input_grad`` is known before
+    ``forward`` runs, so an op can skip saving what no gradient will need.
     """
 
-    __slots__ = ("fn", "xp", "inputs", "needs_input_grad", "saved", "freed", "__dict__")
+    __slots__ = ("fn", "xp", "device", "parents", "shapes", "needs_input_grad", "saved", "freed",
+                 "__dict__")
 
-    def __init__(self, fn, xp):
-        self.fn, self.xp = fn, xp
-        self.saved, self.freed, self.inputs = (), False, ()
+    def __init__(self, fn, xp, device, needs_input_grad: tuple):
+        self.fn, self.xp, self.device, self.needs_input_grad = fn, xp, device, needs_input_grad
+        self.saved, self.freed, self.parents, self.shapes = (), False, (), ()
 
     def save_for_backward(self, *arrays) -> None:
         self.saved = arrays
@@ -107,22 +113,26 @@ class Function:
                 raw.append(a)
         if xp is None:
             raise TypeError(f"{cls.__name__}.apply needs at least one Tensor argument")
-        ctx = Context(cls, xp)
+        record = any_requires_grad and is_grad_enabled()
+        needs = tuple(isinstance(a, Tensor) and a.requires_grad for a in args) if record else \
+            (False,) * len(args)
+        ctx = Context(cls, xp, device, needs)
         if _profiler is None:
             out = cls.forward(ctx, *raw, **kwargs)
         else:
             out = _profiler.run_forward(cls, ctx, device, raw, kwargs)
-        if any_requires_grad and is_grad_enabled():
-            ctx.inputs = tuple(a if isinstance(a, Tensor) else None for a in args)
-            ctx.needs_input_grad = tuple(a is not None and a.requires_grad for a in ctx.inputs)
-            return Tensor._make(out, xp, device, grad_fn=ctx)
-        return Tensor._make(out, xp, device)
+        if not record:
+            return Tensor._make(out, xp, device)
+        ctx.parents = tuple((a if a.grad_fn is None else a.grad_fn) if isinstance(a, Tensor)
+                            else None for a in args)
+        ctx.shapes = tuple(a.data.shape if isinstance(a, Tensor) else None for a in args)
+        return Tensor._make(out, xp, device, grad_fn=ctx)
 
 
 def unbroadcast(xp, grad, shape: tuple):
     """Sum ``grad`` back to ``shape``: over the leading dims broadcasting added, and over the dims
     that were size 1 in the input. d(x broadcast)/dx sums, because one x fed many outputs."""
-    if grad.shape == shape:
+    if tuple(grad.shape) == tuple(shape):
         return grad
     lead = grad.ndim - len(shape)
     axes = tuple(range(lead)) + tuple(
@@ -145,9 +155,9 @@ def _topological_order(root) -> list:
             continue
         visited.add(id(node))
         stack.append((node, True))
-        for t in node.inputs:
-            if t is not None and t.grad_fn is not None and id(t.grad_fn) not in visited:
-                stack.append((t.grad_fn, False))
+        for p in node.parents:
+            if type(p) is Context and id(p) not in visited:
+                stack.append((p, False))
     order.reverse()
     return order
 
@@ -179,22 +189,22 @@ def backward(root, grad, retain_graph: bool = False) -> None:
             grads = (grads,)
         if not retain_graph:
             node.saved, node.freed = (), True
-        for t, g, need in zip(node.inputs, grads, node.needs_input_grad):
+        for parent, shape, g, need in zip(node.parents, node.shapes, grads, node.needs_input_grad):
             if not need or g is None:
                 continue
-            g = unbroadcast(node.xp, g, t.shape)
-            if t.grad_fn is None:
-                _accumulate_leaf(t, g)
+            g = unbroadcast(node.xp, g, shape)
+            if type(parent) is not Context:  # a leaf Tensor
+                _accumulate_leaf(parent, g)
                 continue
-            slot = pending.get(id(t.grad_fn))
+            slot = pending.get(id(parent))
             if slot is None:
-                pending[id(t.grad_fn)] = [g, False]
+                pending[id(parent)] = [g, False]
             elif slot[1]:
                 slot[0] += g
             else:
                 slot[0], slot[1] = slot[0] + g, True
         if not retain_graph:
-            node.inputs = ()  # drop references so activations can be freed as we go
+            node.parents = ()  # drop the links so nodes (and what they saved) die as we go
 
 
 def _accumulate_leaf(t, g) -> None:

@@ -124,7 +124,7 @@ class Profile:
     def run_backward(self, node, grad):
         """Run ``node``'s backward timed; called by the engine's backward loop for each node."""
         xp = node.xp
-        device = next((t.device for t in node.inputs if t is not None), None)
+        device = node.device
         touched = _nbytes([grad, *node.saved])  # read them before backward may free anything
         xp.synchronize(device)
         start = time.perf_counter()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .autograd import Context
 from .tensor import Tensor
 
 
@@ -58,15 +59,15 @@ def _graph(t: Tensor, names: dict | None, params: dict | None) -> dict[int, _Nod
             raise RuntimeError(f"{ctx.name()}: this part of the graph was freed by backward(); draw "
                                "before calling backward(), or pass retain_graph=True to it")
         node = nodes[id(ctx)] = _Node(f"{ctx.name()}\n{_shape_text(shape)}", "op")
-        for x in ctx.inputs:
-            if x is None:  # a Python number or a non-tensor option: not part of the graph
+        for parent, in_shape in zip(ctx.parents, ctx.shapes):
+            if parent is None:  # a Python number or a non-tensor option: not part of the graph
                 continue
-            if x.grad_fn is not None:
-                node.inputs.append(id(x.grad_fn))
-                stack.append((x.grad_fn, x.shape))
+            if isinstance(parent, Context):
+                node.inputs.append(id(parent))
+                stack.append((parent, tuple(in_shape)))
             else:
-                node.inputs.append(id(x))
-                nodes.setdefault(id(x), leaf(x))
+                node.inputs.append(id(parent))
+                nodes.setdefault(id(parent), leaf(parent))
     nodes[id(t.grad_fn)].kind = "output"
     return nodes
 

@@ -136,7 +136,21 @@ def test_saved_arrays_are_freed_after_backward(device):
     loss.backward()
     gc.collect()
     assert ref() is None, "backward left a reference to a saved intermediate (graph leak)"
-    assert square.grad_fn.saved == () and square.grad_fn.inputs == ()
+    assert square.grad_fn.saved == () and square.grad_fn.parents == ()
+
+
+def test_unsaved_intermediates_are_freed_before_backward(device):
+    """The graph links nodes, not output tensors: an intermediate that no backward needs (here
+    h, since d(2h)/dh is a constant and d(h + 1)/dh too) dies as soon as the user drops it."""
+    x = _leaf(np.ones((256, 256)), device)
+    h = x * 2.0
+    ref = weakref.ref(h.data)
+    y = (h + 1.0).sum()
+    del h
+    gc.collect()
+    assert ref() is None, "the graph kept an activation that no backward reads"
+    y.backward()
+    np.testing.assert_allclose(x.grad.numpy(), 2.0)
 
 
 def test_second_backward_needs_retain_graph(device):

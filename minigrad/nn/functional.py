@@ -115,15 +115,19 @@ class Dropout(Function):
     @staticmethod
     def forward(ctx, x, p, generator):
         xp = ctx.xp
-        scale = xp.astype(xp.rand(generator, x.shape, xp.dtype_of(x)) >= p, xp.dtype_of(x))
-        scale *= 1.0 / (1.0 - p)
-        ctx.save_for_backward(scale)
-        return x * scale
+        keep = xp.rand(generator, x.shape, xp.dtype_of(x)) >= p  # bool: 1 byte an element to save
+        ctx.save_for_backward(keep)
+        ctx.scale = 1.0 / (1.0 - p)
+        y = x * keep
+        y *= ctx.scale
+        return y
 
     @staticmethod
     def backward(ctx, g):
-        (scale,) = ctx.saved_tensors
-        return g * scale, None, None
+        (keep,) = ctx.saved_tensors
+        gx = g * keep
+        gx *= ctx.scale
+        return gx, None, None
 
 
 def dropout(x: Tensor, p: float = 0.5, training: bool = True, generator=None) -> Tensor:
@@ -181,7 +185,10 @@ class Linear(Function):
     @staticmethod
     def forward(ctx, x, weight, bias):
         xp = ctx.xp
-        ctx.save_for_backward(x, weight)
+        need_x, need_w = ctx.needs_input_grad[:2]
+        # dx needs W and dW needs x: a frozen weight (LoRA, inference) keeps no activation alive.
+        ctx.save_for_backward(x if need_w else None, weight if need_x else None)
+        ctx.x_shape = x.shape
         y = xp.reshape(x, (-1, x.shape[-1])) @ weight.mT
         if bias is not None:
             y += bias
@@ -193,7 +200,7 @@ class Linear(Function):
         x, weight = ctx.saved_tensors
         need_x, need_w, need_b = ctx.needs_input_grad
         g2 = xp.reshape(g, (-1, g.shape[-1]))
-        gx = xp.reshape(g2 @ weight, x.shape) if need_x else None
+        gx = xp.reshape(g2 @ weight, ctx.x_shape) if need_x else None
         gw = g2.mT @ xp.reshape(x, (-1, x.shape[-1])) if need_w else None
         gb = xp.sum(g2, axis=0) if need_b else None
         return gx, gw, gb

@@ -39,11 +39,12 @@ class Sub(Function):
 
 
 class Mul(Function):
-    """z = a * b;  dz/da = b, dz/db = a."""
+    """z = a * b;  dz/da = b, dz/db = a (so each side is saved only if the *other* needs a grad)."""
 
     @staticmethod
     def forward(ctx, a, b):
-        ctx.save_for_backward(a, b)
+        need_a, need_b = ctx.needs_input_grad
+        ctx.save_for_backward(a if need_b else None, b if need_a else None)
         return a * b
 
     @staticmethod
@@ -59,7 +60,7 @@ class Div(Function):
     @staticmethod
     def forward(ctx, a, b):
         z = a / b
-        ctx.save_for_backward(b, z)
+        ctx.save_for_backward(b, z if ctx.needs_input_grad[1] else None)
         return z
 
     @staticmethod
@@ -233,9 +234,8 @@ class Gelu(Function):
             return 0.5 * a * (1 + t)
         if approximate != "none":
             raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
-        cdf = xp.normal_cdf(a)  # Φ(a) = (1 + erf(a/√2)) / 2
-        ctx.save_for_backward(a, cdf)
-        return a * cdf
+        ctx.save_for_backward(a, None)  # Φ(a) is recomputed in backward: one pass, not one array
+        return a * xp.normal_cdf(a)  # Φ(a) = (1 + erf(a/√2)) / 2
 
     @staticmethod
     def backward(ctx, g):
@@ -245,7 +245,7 @@ class Gelu(Function):
             du = _SQRT_2_OVER_PI * (1 + 3 * 0.044715 * a * a)
             return g * (0.5 * (1 + s) + 0.5 * a * (1 - s * s) * du)
         pdf = xp.exp(-0.5 * a * a) * (_INV_SQRT_2 * _INV_SQRT_PI)
-        return g * (s + a * pdf)
+        return g * (xp.normal_cdf(a) + a * pdf)
 
 
 class Where(Function):

@@ -114,33 +114,35 @@ class MatMul(Function):
 
     @staticmethod
     def forward(ctx, a, b):
-        ctx.save_for_backward(a, b)
+        need_a, need_b = ctx.needs_input_grad
+        # da needs b and db needs a; the shapes are kept for the 1-D rules.
+        ctx.save_for_backward(a if need_b else None, b if need_a else None)
+        ctx.ndims = (a.ndim, b.ndim)
         return _mm(ctx.xp, a, b)
 
     @staticmethod
     def backward(ctx, g):
-        a, b = ctx.saved_tensors
+        xp, (a, b), (a_nd, b_nd) = ctx.xp, ctx.saved_tensors, ctx.ndims
         need_a, need_b = ctx.needs_input_grad
-        if a.ndim == 1 and b.ndim == 1:
+        if a_nd == 1 and b_nd == 1:
             return (g * b if need_a else None), (g * a if need_b else None)
-        a2 = a[None, :] if a.ndim == 1 else a
-        b2 = b[:, None] if b.ndim == 1 else b
-        if a.ndim == 1:
+        if a_nd == 1:  # a row vector: [K] -> [1, K]
             g = g[..., None, :]
-        if b.ndim == 1:
+        if b_nd == 1:  # a column vector: [K] -> [K, 1]
             g = g[..., None]
         ga = gb = None
         if need_a:
-            ga = _mm(ctx.xp, g, b2.mT)
-            if a.ndim == 1:
+            b2 = b[:, None] if b_nd == 1 else b
+            ga = _mm(xp, g, b2.mT)
+            if a_nd == 1:
                 ga = ga[..., 0, :]
         if need_b:
-            if b2.ndim == 2 and a2.ndim > 2:
+            a2 = a[None, :] if a_nd == 1 else a
+            if b_nd <= 2 and a2.ndim > 2:
                 # A shared weight: fold the batch dims into one matmul, not a batch of them.
-                xp = ctx.xp
                 gb = xp.reshape(a2, (-1, a2.shape[-1])).mT @ xp.reshape(g, (-1, g.shape[-1]))
             else:
-                gb = _mm(ctx.xp, a2.mT, g)
-            if b.ndim == 1:
+                gb = _mm(xp, a2.mT, g)
+            if b_nd == 1:
                 gb = gb[..., 0]
         return ga, gb
