@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m minigrad.demo
+	$(BIN)/python -m mini_bert.demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 tests
