@@ -106,7 +106,7 @@ def _head_modules(model: nn.Module) -> list[str]:
     """The task head: top-level modules beside the ``bert`` encoder (``classifier``, ``cls``)."""
     if "bert" not in model._modules:
         return []
-    return [k for k, m in model._modules.items() if k != "bert" and any(True for _ in m.parameters())]
+    return [k for k, m in model._modules.items() if k != "bert" and next(m.parameters(), None) is not None]
 
 
 def apply_lora(model: nn.Module, targets: str | Iterable[str] = ("query", "value"), r: int = 8,
@@ -121,18 +121,18 @@ def apply_lora(model: nn.Module, targets: str | Iterable[str] = ("query", "value
     targets = _split_targets(targets)
     if any(isinstance(m, LoRALinear) for m in model.modules()):
         raise ValueError(f"{type(model).__name__} already has LoRA layers")
-    matched = {t: [] for t in targets}
-    for parent_name, parent in list(model.named_modules()):
-        for name, child in list(parent._modules.items()):
-            if name in matched and isinstance(child, nn.Linear):
-                setattr(parent, name, LoRALinear(child, r, alpha, dropout))
-                matched[name].append(f"{parent_name}.{name}" if parent_name else name)
-    unmatched = [t for t, hits in matched.items() if not hits]
+    # Find every match first, so that a bad target leaves the model untouched.
+    found = [(parent, name) for parent in model.modules()
+             for name, child in parent._modules.items()
+             if name in targets and isinstance(child, nn.Linear)]
+    unmatched = [t for t in targets if all(name != t for _, name in found)]
     if unmatched:
         linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules()
                          if isinstance(m, (nn.Linear, LoRALinear))})
         raise ValueError(f"LoRA target(s) {unmatched} match no Linear layer of "
                          f"{type(model).__name__}; its Linear layers are named {linear}")
+    for parent, name in found:
+        setattr(parent, name, LoRALinear(getattr(parent, name), r, alpha, dropout))
     head = _head_modules(model) if train_head else []
     for name, p in model.named_parameters():
         trainable = _is_lora_param(name) or name.split(".", 1)[0] in head

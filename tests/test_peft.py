@@ -211,8 +211,10 @@ def test_only_lora_and_head_change_in_training(tmp_path):
 
 def test_unknown_target_is_an_error_listing_the_linear_names():
     cfg = mb.BertConfig.from_dict(tiny_config().to_dict())
+    model = mb.BertForSequenceClassification(cfg)
     with pytest.raises(ValueError, match=r"\['qeury'\].*'dense'.*'query'"):
-        P.apply_lora(mb.BertForSequenceClassification(cfg), "qeury,value")
+        P.apply_lora(model, "qeury,value")
+    assert not P.lora_layers(model) and all(p.requires_grad for p in model.parameters())
 
 
 def test_adapter_that_does_not_fit_names_the_keys(tmp_path):
