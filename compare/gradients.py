@@ -17,6 +17,7 @@ status 1 when a tensor is outside ``within_bound``.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from dataclasses import dataclass
@@ -163,6 +164,8 @@ def gradient_table(model_dir: str | None = None, loss: str = "bce", device: str 
     if loss not in ("bce", "ce"):
         raise ValueError(f"loss must be 'bce' or 'ce', got {loss!r}")
     model_dir = model_dir or default_model_dir()
+    if not os.path.isdir(model_dir):
+        raise FileNotFoundError(f"{model_dir}: no such checkpoint directory")
     if examples is None:
         examples, names = parity_examples(batch_size)
     ours = load_ours(model_dir, loss, names, device, seed)
@@ -220,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rows, summary = gradient_table(args.model, args.loss, args.device, args.batch_size,
                                        args.max_length, seed=args.seed)
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError, RuntimeError) as e:  # RuntimeError: no such GPU
         print(f"error: {e}", file=sys.stderr)
         return 1
     print_table(rows, summary)
