@@ -67,11 +67,12 @@ print("\n".join(CHINESE + ENGLISH))
 
 # %%
 demo = "Héllo\u200bWörld!\tBERT的微调（Fine-tuning）\u00a0Café"
-stages = [("raw", None),
-          ("1 clean", dict(tokenize_chinese_chars=False, strip_accents=False, do_lower_case=False)),
-          ("2 + CJK spaces", dict(tokenize_chinese_chars=True, strip_accents=False, do_lower_case=False)),
-          ("3 + strip accents", dict(tokenize_chinese_chars=True, strip_accents=True, do_lower_case=False)),
-          ("4 + lowercase", dict(tokenize_chinese_chars=True, strip_accents=True, do_lower_case=True))]
+stages = [("raw", None)] + [
+    (name, dict(tokenize_chinese_chars=cjk, strip_accents=accents, do_lower_case=lower))
+    for name, cjk, accents, lower in (("1 clean", False, False, False),
+                                      ("2 + CJK spaces", True, False, False),
+                                      ("3 + strip accents", True, True, False),
+                                      ("4 + lowercase", True, True, True))]
 for name, flags in stages:
     if flags is None:
         print(f"{name:<18} {demo!r}")
@@ -252,7 +253,8 @@ for ax, i in zip(axes, rows):
         color = "tab:red" if token == ours.unk_token else ("tab:blue", "tab:green")[n % 2]
         ax.add_patch(plt.Rectangle((s + 0.05, 0.15), e - s - 0.1, 0.45, color=color, alpha=0.35))
         label = "".join(glyph(c) for c in token) if token != ours.unk_token else "UNK"
-        ax.text((s + e) / 2, 0.37, label, ha="center", va="center", fontsize=6, rotation=90 * (e - s < 3))
+        ax.text((s + e) / 2, 0.37, label, ha="center", va="center", fontsize=6,
+                rotation=90 * (e - s < 3))  # upright labels for narrow bars
     ax.set_xlim(0, max(len(text), 20))
     ax.set_ylim(0, 1.4)
     ax.axis("off")

@@ -128,7 +128,8 @@ events = [dict(event="eval", step=0, **start)] + MetricsLog.read(summary["output
 evals = [e for e in events if e["event"] == "eval"]
 trains = [e for e in events if e["event"] == "train"]
 for e in evals:
-    print(f"step {e['step']:>3}: dev loss {e['loss']:.4f}, accuracy {e['accuracy']:.3f}, F1 {e['f1']:.3f}")
+    print(f"step {e['step']:>3}: dev loss {e['loss']:.4f}, accuracy {e['accuracy']:.3f}, "
+          f"F1 {e['f1']:.3f}")
 print(f"{summary['seconds_per_step']:.2f} s per step")
 plot_curves(events, str(_common.out_path("09_training_curves.png")))
 print("saved lessons/out/09_training_curves.png")
@@ -258,7 +259,8 @@ accumulated = w.grad.clone()
 model.zero_grad()
 criterion(model(**batches[1]).logits, batch_targets[1]).backward()
 g2 = w.grad.clone()
-print(f"‖g1‖ = {g1.norm():.4f}, ‖g2‖ = {g2.norm():.4f}, ‖.grad after two steps‖ = {accumulated.norm():.4f}")
+print(f"‖g1‖ = {g1.norm():.4f}, ‖g2‖ = {g2.norm():.4f}, "
+      f"‖.grad after two steps‖ = {accumulated.norm():.4f}")
 # Same float32 computations, then one addition: equal to rounding.
 torch.testing.assert_close(accumulated, g1 + g2, rtol=1e-5, atol=1e-7)
 

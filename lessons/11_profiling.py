@@ -47,7 +47,8 @@ opt = mg.optim.AdamW(model.parameters(), lr=1e-5)
 
 # The cost does not depend on which tokens: random ids, no padding, random labels.
 rng = np.random.default_rng(0)
-batch = dict(input_ids=rng.integers(1000, cfg.vocab_size, (B, T)), attention_mask=np.ones((B, T), np.int64))
+batch = dict(input_ids=rng.integers(1000, cfg.vocab_size, (B, T)),
+             attention_mask=np.ones((B, T), np.int64))
 labels = rng.integers(0, 2, (B, 1)).astype(np.float32)
 
 
@@ -139,8 +140,7 @@ hf = transformers.BertForSequenceClassification.from_pretrained(
     model_dir, attn_implementation="eager", **HEAD).train()
 counter = FlopCounterMode(display=False)
 with counter:
-    out = hf(input_ids=torch.tensor(batch["input_ids"]), attention_mask=torch.tensor(batch["attention_mask"]),
-             labels=torch.tensor(labels))
+    out = hf(**{k: torch.tensor(v) for k, v in batch.items()}, labels=torch.tensor(labels))
     out.loss.backward()
 ours_mm = sum(s.flops for (op, _), s in stat.items() if op in MATMUL_OPS)
 print(f"matrix-product FLOPs of forward + backward: minigrad {ours_mm / 1e9:.4f} G, "
@@ -210,13 +210,16 @@ ax0.set_ylabel("achieved GFLOP/s")
 ax0.set_title("roofline (area ∝ time; ○ forward, □ backward)")
 ax0.legend(fontsize=8, loc="lower right")
 
-labels_ = ["FLOPs", "op time", "step time"]
-mm_parts = [flop_share, time_share, share(MATMUL_OPS, "seconds") * totals["all"].seconds / prof.wall_seconds]
-other = [1 - flop_share, 1 - time_share, (totals["all"].seconds * (1 - time_share)) / prof.wall_seconds]
-outside = [0, 0, 1 - totals["all"].seconds / prof.wall_seconds]
-ax1.bar(labels_, mm_parts, label="Linear + MatMul", color="tab:blue")
-ax1.bar(labels_, other, bottom=mm_parts, label="elementwise, reductions, data movement", color="tab:orange")
-ax1.bar(labels_, outside, bottom=np.add(mm_parts, other), label="outside ops (AdamW, Python)", color="tab:gray")
+bar_names = ["FLOPs", "op time", "step time"]
+in_ops = totals["all"].seconds / prof.wall_seconds  # fraction of the step spent inside ops
+mm_parts = [flop_share, time_share, time_share * in_ops]
+other = [1 - flop_share, 1 - time_share, (1 - time_share) * in_ops]
+outside = [0, 0, 1 - in_ops]
+ax1.bar(bar_names, mm_parts, label="Linear + MatMul", color="tab:blue")
+ax1.bar(bar_names, other, bottom=mm_parts, label="elementwise, reductions, data movement",
+        color="tab:orange")
+ax1.bar(bar_names, outside, bottom=np.add(mm_parts, other), label="outside ops (AdamW, Python)",
+        color="tab:gray")
 ax1.set_ylabel("share")
 ax1.set_title(f"one training step, B={B}, T={T} ({prof.wall_seconds * 1e3:.0f} ms)")
 ax1.legend(fontsize=8, loc="lower left")
