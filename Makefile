@@ -21,8 +21,10 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m mini_bert.demo
 
+# Two pytest workers with one BLAS/OpenMP thread each fill the 2 cores without oversubscribing
+# them (two 2-thread workers on 2 cores make numpy and torch several times slower).
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 tests
+	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 tests
 
 clean:
 	rm -rf $(VENV)

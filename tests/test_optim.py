@@ -219,3 +219,26 @@ def test_clip_grad_norm_accepts_a_single_tensor_and_leaves_shared_grads_alone():
     np.testing.assert_allclose(total, as_numpy(expected), rtol=1e-6)
     assert_close(x.grad, tx.grad, **TOL)
     assert_close(y.grad, ty.grad, **TOL)
+
+
+def test_optimizer_state_follows_parameters_to_another_device():
+    """Module.to() after some steps: the next step moves the AdamW moments along with the weights
+    and continues exactly as if nothing had moved (compared with a run that stays on numpy)."""
+    import minigrad as mg
+
+    def run(move: bool) -> np.ndarray:
+        mg.manual_seed(0)
+        lin = mg.nn.Linear(3, 2)
+        opt = mg.optim.AdamW(lin.parameters(), lr=0.1)
+        x = np.arange(6.0, dtype=np.float32).reshape(2, 3)
+        for step in range(4):
+            if move and step == 2:
+                lin.to("torch:cpu")
+            dev = lin.weight.device
+            opt.zero_grad()
+            (lin(mg.tensor(x, device=dev)) ** 2).sum().backward()
+            opt.step()
+        assert lin.weight.device == ("torch:cpu" if move else "cpu")
+        return lin.weight.numpy()
+
+    np.testing.assert_allclose(run(True), run(False), rtol=1e-6, atol=1e-7)

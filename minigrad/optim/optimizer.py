@@ -31,6 +31,7 @@ class Optimizer:
             group.setdefault("initial_lr", group["lr"])
             self.param_groups.append(group)
         self.state: dict[int, dict] = {}
+        self._devices: dict[int, str] = {}  # where each parameter's state arrays live
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         for group in self.param_groups:
@@ -45,7 +46,18 @@ class Optimizer:
             for group in self.param_groups:
                 for p in group["params"]:
                     if p.grad is not None:
-                        self._update(p, p.grad.data, self.state.setdefault(id(p), {}), group)
+                        self._update(p, p.grad.data, self._state_for(p), group)
+
+    def _state_for(self, p: Tensor) -> dict:
+        """p's state, moved to p's device first if ``Module.to`` moved p since the last step:
+        the optimizer state follows its parameters."""
+        state = self.state.setdefault(id(p), {})
+        if state and self._devices.get(id(p), p.device) != p.device:
+            for k, v in state.items():
+                if hasattr(v, "shape") and getattr(v, "ndim", 0):
+                    state[k] = p._xp.array(_host(v), dtype=p.dtype, device=p.device)
+        self._devices[id(p)] = p.device
+        return state
 
     def _update(self, p: Tensor, grad, state: dict, group: dict) -> None:
         raise NotImplementedError
