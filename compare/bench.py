@@ -156,9 +156,14 @@ def run_one(framework: str, model_dir: str, device: str, batch: int, seq: int, r
             "train_s": median_time(train_step, max(3, repeats // 2), sync)}
 
 
-def in_subprocess(*args) -> dict:
+def in_subprocess(*args, threads: int | None = None) -> dict:
+    """Run one measurement in a fresh process (clean memory baseline, its own thread pools)."""
     cmd = [sys.executable, "-m", "compare.bench", "--_worker", json.dumps(args)]
-    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
+    env = dict(os.environ)
+    if threads:  # the same pinning for numpy's OpenBLAS and torch's OpenMP pools
+        env.update({k: str(threads) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                                              "MKL_NUM_THREADS")})
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False, env=env)
     if out.returncode != 0:
         raise RuntimeError(f"benchmark worker failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -171,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--shapes", default=None, help="comma-separated BxT (default 32x128,8x512)")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=None,
+                    help="pin BLAS/OpenMP threads in both frameworks (default: each one's own)")
     ap.add_argument("--save", action="store_true", help="write compare/results/bench-<date>.md")
     ap.add_argument("--_worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -190,16 +197,21 @@ def main(argv: list[str] | None = None) -> int:
         model_dir = str(default_model_dir())
     shapes = args.shapes or ("32x128" if cuda else "32x128,8x512")
     cfg = json.loads((Path(model_dir) / "config.json").read_text())
+    if args.threads:
+        __import__("torch").set_num_threads(args.threads)
     peak = sgemm_gflops(args.device)
     rows = [f"# mini_bert vs HF transformers ({args.device}), {dt.datetime.now():%Y-%m-%d %H:%M}",
             "", f"model: {Path(model_dir).name} ({cfg['num_hidden_layers']} layers, hidden "
             f"{cfg['hidden_size']}); medians of {args.repeats} runs after warm-up; "
-            f"{os.cpu_count()} CPU cores; torch {__import__('torch').__version__}", "",
+            f"{os.cpu_count()} CPU cores, threads: {args.threads or 'default'}; "
+            f"torch {__import__('torch').__version__}", "",
             "| figure | shape | mini_bert | HF | ratio |", "|---|---|---|---|---|"]
     for i, shape in enumerate(shapes.split(",")):
         b, t = (int(v) for v in shape.lower().split("x"))
-        ours = in_subprocess("mini_bert", model_dir, args.device, b, t, args.repeats, False)
-        hf = in_subprocess("hf", model_dir, args.device, b, t, args.repeats, False)
+        ours = in_subprocess("mini_bert", model_dir, args.device, b, t, args.repeats, False,
+                             threads=args.threads)
+        hf = in_subprocess("hf", model_dir, args.device, b, t, args.repeats, False,
+                           threads=args.threads)
         for key, label in (("forward_s", "forward"), ("train_s", "train step")):
             rows.append(f"| {label} | {b}x{t} | {ours[key] * 1e3:.0f} ms | {hf[key] * 1e3:.0f} ms "
                         f"| {ours[key] / hf[key]:.2f} |")
@@ -208,8 +220,10 @@ def main(argv: list[str] | None = None) -> int:
                     f"{flops / ours['forward_s'] / 1e9:.0f} | {flops / hf['forward_s'] / 1e9:.0f} | "
                     f"{hf['forward_s'] / ours['forward_s']:.2f} |")
         if i == 0:
-            mem_ours = in_subprocess("mini_bert", model_dir, args.device, b, t, 1, True)["peak_mb"]
-            mem_hf = in_subprocess("hf", model_dir, args.device, b, t, 1, True)["peak_mb"]
+            mem_ours = in_subprocess("mini_bert", model_dir, args.device, b, t, 1, True,
+                                     threads=args.threads)["peak_mb"]
+            mem_hf = in_subprocess("hf", model_dir, args.device, b, t, 1, True,
+                                   threads=args.threads)["peak_mb"]
             rows.append(f"| train-step peak RSS above baseline | {b}x{t} | {mem_ours:.0f} MB | "
                         f"{mem_hf:.0f} MB | {mem_ours / mem_hf:.2f} |")
     try:
@@ -223,7 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     report = "\n".join(rows)
     print(report)
     if args.save:
-        out = ROOT / "compare" / "results" / f"bench-{dt.date.today()}{'-cuda' if cuda else ''}.md"
+        tag = ("-cuda" if cuda else "") + (f"-{args.threads}thread" if args.threads else "")
+        out = ROOT / "compare" / "results" / f"bench-{dt.date.today()}{tag}.md"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(report + "\n\nCommand: `python -m compare.bench " +
                        " ".join(a for a in (argv or sys.argv[1:]) if a != "--save") + "`\n")
