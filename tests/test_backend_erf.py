@@ -40,3 +40,11 @@ def test_float32_normal_cdf_matches_float64_formula():
     assert got.dtype == np.float32
     assert np.max(np.abs(got.astype(np.float64) - ref)) < 5e-7
     np.testing.assert_allclose(nb.normal_cdf(x.astype(np.float64)), ref, rtol=0, atol=1e-15)
+
+
+def test_x_normal_cdf_is_gelu():
+    x = np.random.default_rng(3).uniform(-9, 9, 100_000).astype(np.float32)
+    ref = x.astype(np.float64) * 0.5 * (1.0 + _reference(x / np.sqrt(np.float64(2.0))))
+    got = nb.x_normal_cdf(x)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, ref, rtol=2e-6, atol=1e-6)

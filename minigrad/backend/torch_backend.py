@@ -100,6 +100,11 @@ def _t(v, like):
     return v if isinstance(v, torch.Tensor) else torch.as_tensor(v, dtype=like.dtype, device=like.device)
 
 
+def x_normal_cdf(x):
+    """x·Φ(x), exact GELU's forward."""
+    return x * torch.special.ndtr(x)
+
+
 def exp_(x):
     """e^x written into x itself: for fresh temporaries the engine owns (saves an allocation)."""
     return x.exp_()

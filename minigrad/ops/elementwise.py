@@ -235,7 +235,7 @@ class Gelu(Function):
         if approximate != "none":
             raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
         ctx.save_for_backward(a, None)  # Φ(a) is recomputed in backward: one pass, not one array
-        return a * xp.normal_cdf(a)  # Φ(a) = (1 + erf(a/√2)) / 2
+        return xp.x_normal_cdf(a)  # a·Φ(a), Φ(a) = (1 + erf(a/√2)) / 2
 
     @staticmethod
     def backward(ctx, g):
