@@ -58,7 +58,8 @@ def hf_evaluate(model, tok, examples, y: np.ndarray, cfg: FT.TrainConfig, num_cl
             preds.append(FT.predictions(out.logits.numpy(), cfg.loss))
     model.train()
     pred = np.concatenate(preds)
-    return {"loss": total / len(examples), "accuracy": accuracy(pred, y), "f1": f1(pred, y, num_classes)}
+    return {"loss": total / len(examples), "accuracy": accuracy(pred, y),
+            "f1": f1(pred, y, num_classes)}
 
 
 def _encode(tok, examples, max_length: int) -> dict:

@@ -80,7 +80,8 @@ def test_every_form_gives_sigmoid_minus_label_over_n(dtype):
         for form in (naive_bce, fused_bce):
             loss, g = grad_of(ns, form, z, y)
             assert g.dtype == dtype, (ns.__name__, form.__name__)
-            np.testing.assert_allclose(g, truth, **TOL[dtype], err_msg=f"{ns.__name__} {form.__name__}")
+            np.testing.assert_allclose(g, truth, **TOL[dtype],
+                                       err_msg=f"{ns.__name__} {form.__name__}")
             losses.append(loss)
     exact = np.mean(np.logaddexp(0.0, z.astype(np.float64)) - y * z)  # softplus(z) − y z
     np.testing.assert_allclose(losses, exact, rtol=TOL[dtype]["rtol"])

@@ -36,7 +36,8 @@ def minilm_dir() -> str:
 @pytest.mark.parametrize("loss, batch", [("bce", 8), ("ce", 6)])
 def test_one_step_gradients_match_hf_on_minilm(minilm_dir, loss, batch):
     rows, summary = G.gradient_table(minilm_dir, loss, batch_size=batch, max_length=32)
-    assert summary["batch_size"] == batch and len(rows) == 105  # 5 embedding, 6 x 16 layer, 2 pooler, 2 head tensors
+    # 5 embedding tensors, 16 per layer x 6, 2 in the pooler, 2 in the head
+    assert summary["batch_size"] == batch and len(rows) == 105
     # Every tensor within the bound (G.within_bound: 1e-4 relative in norm, plus an absolute
     # floor of 1e-7 of the largest gradient for gradients that are 0 in exact arithmetic).
     assert summary["ok"], [(r.name, r.rel) for r in rows if not r.ok]
