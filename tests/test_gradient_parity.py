@@ -81,7 +81,9 @@ def write_tiny_bert(directory, texts: list[str]) -> str:
 def train_tsv(path, examples) -> str:
     with open(path, "w", encoding="utf-8") as f:
         f.write("sentence\tlabel\n")
-        f.writelines(f"{e.text}\t{e.label}\n" for e in examples)
+        # Collapse whitespace: the tweet fallback (no SST-2 beside the repo) has \r, \n and tabs
+        # inside texts, which would break the TSV's rows.
+        f.writelines(f"{' '.join(e.text.split())}\t{e.label}\n" for e in examples)
     return str(path)
 
 
