@@ -171,3 +171,27 @@ def randn(seed: int, shape, lo: float | None = None) -> np.ndarray:
     if lo is not None:
         x = np.where(x >= 0, x + lo, x - lo)
     return x
+
+
+@pytest.fixture
+def crash_at_step(monkeypatch):
+    """``crash_at_step(n)``: the n-th ``AdamW.step`` from now raises KeyboardInterrupt, a crash in
+    the middle of a training run; ``crash_at_step(None)`` puts the real step back."""
+    real_step = mg.optim.AdamW.step
+
+    def arm(n):
+        if n is None:
+            monkeypatch.setattr(mg.optim.AdamW, "step", real_step)
+            return
+        calls = {"n": 0}
+
+        def crashing_step(self):
+            calls["n"] += 1
+            if calls["n"] == n:
+                raise KeyboardInterrupt("simulated crash")
+            real_step(self)
+
+        monkeypatch.setattr(mg.optim.AdamW, "step", crashing_step)
+
+    return arm
+

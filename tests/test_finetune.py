@@ -187,23 +187,14 @@ def test_same_seed_same_weights_bit_for_bit(tiny, tmp_path):
     assert any(not np.array_equal(wa[k], wc[k]) for k in wa)  # the seed matters (head, order, dropout)
 
 
-def test_resume_continues_exactly(tiny, tmp_path, monkeypatch):
+def test_resume_continues_exactly(tiny, tmp_path, crash_at_step):
     kw = dict(grad_accum=2, max_steps=4, eval_every=2)
     straight = FT.train(config(tiny, tmp_path / "straight", **kw))
 
-    calls = {"n": 0}
-    real_step = mg.optim.AdamW.step
-
-    def crash_on_third_step(self):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt("simulated crash")
-        real_step(self)
-
-    monkeypatch.setattr(mg.optim.AdamW, "step", crash_on_third_step)
+    crash_at_step(3)
     with pytest.raises(KeyboardInterrupt):
         FT.train(config(tiny, tmp_path / "broken", **kw))
-    monkeypatch.setattr(mg.optim.AdamW, "step", real_step)
+    crash_at_step(None)
     state = json.load(open(tmp_path / "broken" / "last" / "trainer_state.json"))
     assert state["step"] == 2 and state["micro_batch"] == 4
 
