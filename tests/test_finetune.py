@@ -17,7 +17,6 @@ import torch
 import transformers
 from safetensors.numpy import load_file
 
-import minigrad as mg
 from mini_bert import data as D
 from mini_bert import finetune as FT
 from mini_bert import metrics as M
