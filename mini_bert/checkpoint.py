@@ -257,6 +257,8 @@ def load_pretrained(cls, path: str, device: str = "cpu", strict: bool = True, **
     next to its config.json); ``overrides`` replace config fields. Returned in eval mode, as HF
     returns it."""
     path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no such checkpoint directory or weights file")
     directory = path if os.path.isdir(path) else os.path.dirname(path)
     config = BertConfig.from_pretrained(directory, **overrides)
     weights_path = find_weights(path) if os.path.isdir(path) else path

