@@ -47,6 +47,12 @@ def enable_grad():
     return _grad_mode(True)
 
 
+def _freed_error(node) -> RuntimeError:
+    return RuntimeError(
+        f"{node.name()}: trying to backward through the graph a second time; its saved "
+        "arrays were freed. Pass retain_graph=True to the first backward() to keep them.")
+
+
 class Context:
     """What a Function's forward leaves for its backward; also the node in the graph.
 
@@ -71,9 +77,7 @@ class Context:
     @property
     def saved_tensors(self) -> tuple:
         if self.freed:
-            raise RuntimeError(
-                f"{self.name()}: trying to backward through the graph a second time; its saved "
-                "arrays were freed. Pass retain_graph=True to the first backward() to keep them.")
+            raise _freed_error(self)
         return self.saved
 
     def name(self) -> str:
@@ -178,9 +182,7 @@ def backward(root, grad, retain_graph: bool = False) -> None:
         if entry is None:
             continue
         if node.freed:
-            raise RuntimeError(
-                f"{node.name()}: trying to backward through the graph a second time; its saved "
-                "arrays were freed. Pass retain_graph=True to the first backward() to keep them.")
+            raise _freed_error(node)
         if _profiler is None:
             grads = node.fn.backward(node, entry[0])
         else:

@@ -62,14 +62,9 @@ def copy(x):
     return x.copy()
 
 
-def finfo_min(dtype) -> float:
-    return float(np.finfo(dtype).min)
-
-
 # ---- elementwise -------------------------------------------------------------------------------
 exp, log, sqrt, abs, tanh, sign = np.exp, np.log, np.sqrt, np.abs, np.tanh, np.sign
-maximum, minimum, where, clip = np.maximum, np.minimum, np.where, np.clip
-isfinite, logaddexp = np.isfinite, np.logaddexp
+maximum, where = np.maximum, np.where
 
 try:  # float64 erf: scipy's vectorised C when present, else the standard library's, elementwise
     from scipy.special import erf as _erf64
@@ -185,10 +180,6 @@ def broadcast_to(x, shape):
 
 def concatenate(xs, axis):
     return np.concatenate(xs, axis=axis)
-
-
-def stack(xs, axis):
-    return np.stack(xs, axis=axis)
 
 
 def matmul(a, b):

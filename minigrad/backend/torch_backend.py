@@ -86,14 +86,9 @@ def copy(x):
     return x.clone()
 
 
-def finfo_min(dtype) -> float:
-    return float(np.finfo(dtype).min)
-
-
 # ---- elementwise -------------------------------------------------------------------------------
 exp, log, sqrt, abs, tanh, sign = torch.exp, torch.log, torch.sqrt, torch.abs, torch.tanh, torch.sign
 erf, normal_cdf = torch.special.erf, torch.special.ndtr
-isfinite, logaddexp = torch.isfinite, torch.logaddexp
 
 
 def _t(v, like):
@@ -116,18 +111,8 @@ def maximum(a, b):
     return torch.maximum(a, _t(b, a))
 
 
-def minimum(a, b):
-    if not isinstance(b, torch.Tensor):
-        return torch.clamp(a, max=b)
-    return torch.minimum(a, _t(b, a))
-
-
 def where(cond, a, b):
     return torch.where(cond, a, b)
-
-
-def clip(x, lo, hi):
-    return torch.clamp(x, lo, hi)
 
 
 def sigmoid(x):
@@ -174,10 +159,6 @@ def broadcast_to(x, shape):
 
 def concatenate(xs, axis):
     return torch.cat(xs, dim=axis)
-
-
-def stack(xs, axis):
-    return torch.stack(xs, dim=axis)
 
 
 def matmul(a, b):
