@@ -194,9 +194,9 @@ def index_add(target, index, values):
     a flat index_add_ then accumulates repeats correctly.
     """
     positions = torch.arange(target.numel(), device=target.device).reshape(target.shape)
-    flat = getitem(positions, index).reshape(-1)
-    values = torch.broadcast_to(values, flat.shape if values.ndim == 0 else getitem(positions, index).shape)
-    target.view(-1).index_add_(0, flat, values.reshape(-1))
+    picked = getitem(positions, index)
+    values = torch.broadcast_to(values, picked.shape)
+    target.view(-1).index_add_(0, picked.reshape(-1), values.reshape(-1))
     return target
 
 
