@@ -224,7 +224,7 @@ assert a.grad.item() == 2 * 3.0 + 1  # small integers: exact in floating point
 # ## 7. What the gradient is for
 # One step of gradient descent, θ ← θ − lr·∂L/∂θ, must lower the loss for a small enough lr
 # (the first-order change is −lr·‖∇L‖² < 0). That update, repeated over batches, is all that
-# "fine-tuning" does; lesson 10 looks at better update rules.
+# "fine-tuning" does; lesson 9 looks at better update rules.
 
 # %%
 lr = 0.5

@@ -12,7 +12,7 @@
 # that outputs and every gradient of a training step agree to float32 precision; see what happens
 # when tensors on different devices meet; and see how `Module.to` and the optimizer cooperate.
 #
-# **Prerequisites.** Lessons 8 (BERT), 10 (optimizers).
+# **Prerequisites.** Lessons 8 (BERT), 9 (optimizers).
 
 # %%
 import _common

@@ -1,7 +1,7 @@
 # %% [markdown]
 # # Lesson 13 — LoRA: fine-tuning through a low-rank side door
 #
-# Full fine-tuning (lesson 12's loop) updates all 22.7 M weights of MiniLM and has to store a full
+# Full fine-tuning (lesson 10's loop) updates all 22.7 M weights of MiniLM and has to store a full
 # copy of them per task. LoRA (Hu et al., 2021) freezes the pre-trained weights and learns, for a
 # few chosen matrices W [out, in], a low-rank correction:
 #
@@ -15,7 +15,7 @@
 # LoRA trains on MiniLM, watch it learn a toy task next to full fine-tuning, look at the rank of
 # what each learned, and fold ΔW back into W for a plain checkpoint that transformers loads.
 #
-# **Prerequisites.** Lessons 6 (Linear layers, gradients vs torch), 8 (MiniLM), 10 (AdamW).
+# **Prerequisites.** Lessons 6 (Linear layers, gradients vs torch), 8 (MiniLM), 9 (AdamW).
 
 # %%
 import _common

@@ -17,7 +17,7 @@
 # differences), that FGM's combined gradient equals the same recipe run in torch on HF's BERT,
 # that E is restored bit for bit, and how PGD's steps move inside the ball.
 #
-# **Prerequisites.** Lessons 1 (gradients, finite differences), 8 (BERT), 10 (the training step).
+# **Prerequisites.** Lessons 1 (gradients, finite differences), 8 (BERT), 9 (the optimizer step), 10 (the training loop).
 
 # %%
 import _common

