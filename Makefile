@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: demo test venv clean
+.PHONY: demo test lint venv clean student grade course
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -25,6 +25,20 @@ demo: $(STAMP)
 # them (two 2-thread workers on 2 cores make numpy and torch several times slower).
 test: $(STAMP)
 	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 tests
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+# The course: a student copy of the project with the assignments blanked, its grader, and the web site.
+STUDENT ?= student
+student: $(STAMP)
+	$(BIN)/python -m course.student $(STUDENT)
+
+grade: $(STAMP)
+	$(BIN)/python -m course.grade $(or $(ROOT),.)
+
+course: $(STAMP)
+	OMP_NUM_THREADS=1 $(BIN)/python -m course.site site
 
 clean:
 	rm -rf $(VENV)
