@@ -1,0 +1,74 @@
+"""The teacher's layer agrees with the lessons: catalog, syllabus, inline questions.
+
+``course/catalog.toml`` is read by the site and the syllabus; these tests check it against the
+files that actually exist (every lessons/NN_*.py has exactly one entry, prerequisites only point
+backwards), check that ``course/syllabus.md`` schedules every lesson in its catalog week with its
+catalog study time, and check that every lesson ends with a questions cell and an answers cell
+holding the same number (3-5) of numbered items.
+"""
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CATALOG = ROOT / "course" / "catalog.toml"
+SYLLABUS = ROOT / "course" / "syllabus.md"
+LESSON_FILES = sorted(p.name for p in (ROOT / "lessons").glob("[0-9][0-9]_*.py"))
+LESSON_KEYS = {"number", "file", "title", "goals", "prerequisites", "study_minutes", "week", "readings"}
+ASSIGNMENT_KEYS = {"id", "title", "week", "lessons"}
+
+
+def _catalog() -> dict:
+    with CATALOG.open("rb") as f:
+        return tomllib.load(f)
+
+
+def test_every_lesson_file_has_exactly_one_catalog_entry() -> None:
+    files = [lesson["file"] for lesson in _catalog()["lesson"]]
+    assert sorted(files) == LESSON_FILES, (
+        f"{CATALOG.name}: lesson entries {sorted(files)} != lessons/NN_*.py files {LESSON_FILES}")
+
+
+def test_lesson_entries_are_well_formed() -> None:
+    for lesson in _catalog()["lesson"]:
+        where = f"{CATALOG.name}: lesson {lesson.get('file', '?')}"
+        assert set(lesson) == LESSON_KEYS, f"{where}: keys {sorted(lesson)} != {sorted(LESSON_KEYS)}"
+        assert lesson["file"].startswith(f"{lesson['number']:02d}_"), f"{where}: number {lesson['number']}"
+        assert 2 <= len(lesson["goals"]) <= 4, f"{where}: {len(lesson['goals'])} goals (want 2-4)"
+        assert 1 <= lesson["week"] <= 14, f"{where}: week {lesson['week']} outside 1-14"
+        assert 15 <= lesson["study_minutes"] <= 240, f"{where}: study_minutes {lesson['study_minutes']}"
+        assert all(isinstance(r, str) and r for r in lesson["readings"]), f"{where}: readings"
+
+
+def test_prerequisites_only_point_backwards() -> None:
+    lessons = {lesson["number"]: lesson for lesson in _catalog()["lesson"]}
+    for n, lesson in lessons.items():
+        for p in lesson["prerequisites"]:
+            assert p in lessons, f"{CATALOG.name}: lesson {n} needs lesson {p}, which does not exist"
+            assert p < n, f"{CATALOG.name}: lesson {n} needs lesson {p}, which comes after it"
+            assert lessons[p]["week"] <= lesson["week"], (
+                f"{CATALOG.name}: lesson {n} (week {lesson['week']}) needs lesson {p} taught in week "
+                f"{lessons[p]['week']}")
+
+
+def test_weeks_follow_the_lesson_order() -> None:
+    weeks = [lesson["week"] for lesson in sorted(_catalog()["lesson"], key=lambda x: x["number"])]
+    assert weeks == sorted(weeks), f"{CATALOG.name}: weeks {weeks} go backwards"
+
+
+def test_assignments_build_on_lessons_already_taught() -> None:
+    catalog = _catalog()
+    week_of = {lesson["number"]: lesson["week"] for lesson in catalog["lesson"]}
+    ids = [a["id"] for a in catalog["assignment"]]
+    assert ids == [f"a{i}" for i in range(1, len(ids) + 1)] and len(ids) >= 6, f"assignment ids {ids}"
+    for a in catalog["assignment"]:
+        assert set(a) == ASSIGNMENT_KEYS, f"{CATALOG.name}: assignment {a['id']} keys {sorted(a)}"
+        for n in a["lessons"]:
+            assert n in week_of, f"{CATALOG.name}: assignment {a['id']} builds on missing lesson {n}"
+            assert week_of[n] <= a["week"], (
+                f"{CATALOG.name}: assignment {a['id']} is released in week {a['week']} but builds on "
+                f"lesson {n}, taught in week {week_of[n]}")
