@@ -1,0 +1,389 @@
+"""Assignment 4: BERT's pieces: tokenization, embeddings, self-attention, the model, real weights.
+
+Oracles: HF ``tokenizers``/``transformers`` (BertTokenizerFast, BertModel) on random small
+vocabularies and configs written to a temporary directory, and the real all-MiniLM-L6-v2 for
+loading. Our model is compared in float64 (both sides moved to float64 after loading), so the
+tolerance can be tight (see ``_oracle.TOL64``).
+"""
+from __future__ import annotations
+
+import tempfile
+
+import numpy as np
+
+from course.assignments._oracle import (as_numpy, expect_close, expect_grads, fail, hf_model,
+                                        minilm_dir, ours_from_hf, quiet, random_batch,
+                                        random_config, random_vocab, random_words, torch_batch,
+                                        write_vocab)
+from course.framework import Assignment, Task
+
+LETTERS = "abcdefgh"  # the vocabularies use all but the last letter: words with an "h" are unknown
+
+
+# ---- tokenization --------------------------------------------------------------------------------
+def check_wordpiece(rng: np.random.Generator) -> None:
+    from tokenizers import Tokenizer, models
+
+    from mini_bert.wordpiece import WordPiece, load_vocab
+
+    vocab = {t: i for i, t in enumerate(random_vocab(rng, LETTERS))}
+    limit = int(rng.integers(6, 12))
+    cases = [(vocab, w, limit) for w in random_words(rng, LETTERS, 60, longest=limit + 3)]
+    real = load_vocab(minilm_dir() + "/vocab.txt")   # the real BERT vocabulary, real-looking words
+    syllables = ["un", "aff", "able", "token", "iz", "ation", "play", "ing", "ed", "re", "qu", "x"]
+    cases += [(real, "".join(rng.choice(syllables, size=int(rng.integers(1, 5)))), 100)
+              for _ in range(20)]
+    for vocab_, word, limit_ in cases:
+        ref = Tokenizer(models.WordPiece(vocab=vocab_, unk_token="[UNK]",
+                                         max_input_chars_per_word=limit_)).encode(word)
+        want = [(t, i, s, e) for t, i, (s, e) in zip(ref.tokens, ref.ids, ref.offsets)]
+        got = WordPiece(vocab_, max_input_chars_per_word=limit_).tokenize(word)
+        got = [tuple(p) for p in got]
+        if got != want:
+            hint = ("continuation pieces are looked up with their '##' prefix; if nothing matches "
+                    "at some position the whole word is [UNK]; words longer than "
+                    f"max_input_chars_per_word={limit_} are [UNK]")
+            fail(f"WordPiece.tokenize({word!r}) returned {got}, expected {want} ({hint})")
+
+
+def check_normalize(rng: np.random.Generator) -> None:
+    from tokenizers import normalizers, pre_tokenizers
+
+    from mini_bert.basic_tokenizer import BasicTokenizer
+
+    # Every kind of character the steps treat differently: letters (upper and lower case, Greek),
+    # accented letters (precomposed and with a combining accent), CJK ideographs, control and
+    # format characters (deleted), exotic spaces, ASCII and Unicode punctuation.
+    pool = list("abcXYZ") + ["É", "ñ", "Ü", "e\u0301", "Σ", "ß", "中", "国", "\u3400", "\x00",
+                             "\x07", "\u200b", "\ufffd", "\t", "\n", "\u3000", "\xa0", " ", "!",
+                             "«", "。", ",", "-"]
+    for _ in range(40):
+        text = "".join(rng.choice(pool, size=int(rng.integers(1, 14)))) + "é"  # never pure ASCII
+        lower, chinese = bool(rng.integers(2)), bool(rng.integers(2))
+        strip = [None, True, False][int(rng.integers(3))]
+        norm = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=chinese,
+                                          strip_accents=strip, lowercase=lower)
+        want = [w for w, _ in pre_tokenizers.BertPreTokenizer().pre_tokenize_str(
+            norm.normalize_str(text))]
+        got = [w for w, _ in BasicTokenizer(lower, strip, chinese).split(text)]
+        if got != want:
+            fail(f"BasicTokenizer(do_lower_case={lower}, strip_accents={strip}, "
+                 f"tokenize_chinese_chars={chinese}).split({text!r}) gave words {got}, expected "
+                 f"{want} (controls are deleted, whitespace becomes ' ', CJK ideographs get spaces "
+                 "around them, accents are stripped after NFD, then each character is lowercased)")
+
+
+def _tokenizer_pair(rng: np.random.Generator, tmp: str):
+    """Our BertTokenizer and HF's fast one over the same random vocabulary, plus random texts."""
+    import transformers
+
+    from mini_bert.tokenizer import BertTokenizer
+
+    write_vocab(tmp, random_vocab(rng, LETTERS))
+    with quiet():
+        hf = transformers.BertTokenizerFast.from_pretrained(tmp)
+    words = random_words(rng, LETTERS.upper() + LETTERS + ".,", 40, longest=6)
+    texts = [" ".join(rng.choice(words, size=int(rng.integers(1, 9)))) for _ in range(30)]
+    return BertTokenizer.from_pretrained(tmp), hf, texts
+
+
+def check_assemble(rng: np.random.Generator) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        ours, hf, texts = _tokenizer_pair(rng, tmp)
+        for i in range(0, len(texts) - 1, 2):
+            pair = texts[i + 1] if rng.random() < 0.6 else None
+            special = bool(rng.random() < 0.8)
+            kw = dict(add_special_tokens=special, return_offsets_mapping=True)
+            want, got = hf(texts[i], pair, **kw), ours(texts[i], pair, **kw)
+            for key in ("input_ids", "token_type_ids", "offset_mapping"):
+                if [tuple(x) if isinstance(x, (list, tuple)) else x for x in got[key]] != \
+                        [tuple(x) if isinstance(x, (list, tuple)) else x for x in want[key]]:
+                    fail(f"tokenizer({texts[i]!r}, {pair!r}, add_special_tokens={special}): "
+                         f"{key} is {list(got[key])}, expected {list(want[key])} "
+                         "([CLS] A [SEP] B [SEP]; [SEP] takes the type of the text it ends; "
+                         "special tokens have offsets (0, 0))")
+
+
+def check_truncate(rng: np.random.Generator) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        ours, hf, texts = _tokenizer_pair(rng, tmp)
+        for i in range(0, len(texts) - 1, 2):
+            pair = texts[i + 1] if rng.random() < 0.75 else None
+            strategy = "longest_first" if pair is None else \
+                ["longest_first", "longest_first", "only_first", "only_second"][int(rng.integers(4))]
+            n = len(hf(texts[i], pair)["input_ids"])
+            max_length = int(rng.integers(3 if pair is None else 4, n + 3))
+            kw = dict(truncation=strategy, max_length=max_length)
+            try:
+                want = hf(texts[i], pair, **kw)["input_ids"]
+            except Exception:  # HF refuses: the sequence to cut is shorter than the excess
+                try:
+                    ours(texts[i], pair, **kw)
+                except ValueError:
+                    continue
+                fail(f"tokenizer({texts[i]!r}, {pair!r}, truncation={strategy!r}, "
+                     f"max_length={max_length}) should raise ValueError: the sequence to "
+                     "truncate is too short to remove enough tokens")
+            got = ours(texts[i], pair, **kw)["input_ids"]
+            if list(got) != list(want):
+                fail(f"tokenizer({texts[i]!r}, {pair!r}, truncation={strategy!r}, "
+                     f"max_length={max_length}) gave input_ids {list(got)}, expected {list(want)} "
+                     "(longest_first: if the shorter text fits in half the budget it is kept "
+                     "whole, otherwise each gets half, the odd token going to the longer one)")
+
+
+# ---- the model -----------------------------------------------------------------------------------
+def check_embeddings(rng: np.random.Generator) -> None:
+    import torch
+
+    import minigrad as mg
+
+    config = random_config(rng)
+    hf = hf_model("BertModel", config, rng)
+    ours = ours_from_hf(hf, "BertModel")
+    batch = random_batch(rng, config.vocab_size, config.type_vocab_size)
+    ids, types = batch["input_ids"], batch["token_type_ids"]
+    out = ours.embeddings(ids, types)
+    ref = hf.embeddings(input_ids=torch.from_numpy(ids), token_type_ids=torch.from_numpy(types))
+    expect_close("BertEmbeddings output", out, ref, hint="e = LayerNorm(word[id] + type[type] + "
+                 "position[t]) with positions 0..T-1")
+    weights = rng.standard_normal(ref.shape)
+    (out * mg.tensor(weights)).sum().backward()
+    (ref * torch.from_numpy(weights)).sum().backward()
+    expect_grads(ours, hf, only=("embeddings.",), hint="the gradient flows through every table")
+
+    # Dropout: in training mode each output is zeroed with probability p or scaled by 1/(1-p).
+    p = 0.5
+    ours.embeddings.dropout.p = p
+    ours.embeddings.train()
+    mg.manual_seed(int(rng.integers(2**31)))
+    dropped = as_numpy(ours.embeddings(ids, types))
+    clean = as_numpy(out)
+    kept = dropped != 0
+    if kept.all() or not kept.any():
+        fail("BertEmbeddings in training mode with dropout p=0.5 zeroed "
+             f"{100 * (1 - kept.mean()):.0f}% of the outputs (apply self.dropout last)")
+    expect_close("BertEmbeddings kept outputs in training mode", dropped[kept],
+                 clean[kept] / (1 - p), hint="dropout goes after the LayerNorm")
+
+
+def check_attention_mask(rng: np.random.Generator) -> None:
+    import torch
+
+    import minigrad as mg
+    from mini_bert.model import additive_attention_mask
+
+    b, t = int(rng.integers(1, 5)), int(rng.integers(1, 9))
+    for dtype, tdtype in ((np.float64, torch.float64), (np.float32, torch.float32)):
+        for shape in ((b, t), (b, t, t)):
+            m = rng.integers(0, 2, size=shape)
+            got = additive_attention_mask(m, b, t, dtype, "cpu")
+            # torch's recipe (HF's extended attention mask): 0 where attended, finfo.min where not,
+            # broadcast over the heads (and over the queries for a [B, T] mask).
+            tm = torch.from_numpy(m)
+            tm = tm[:, None, None, :] if m.ndim == 2 else tm[:, None, :, :]
+            want = (1.0 - tm.to(tdtype)) * torch.finfo(tdtype).min
+            g = got.numpy()
+            if g.shape != tuple(want.shape) or g.dtype != dtype:
+                fail(f"additive_attention_mask of a {shape} mask in {np.dtype(dtype).name}: shape "
+                     f"{g.shape} dtype {g.dtype}, expected {tuple(want.shape)} {np.dtype(dtype).name} "
+                     "(insert the head axis, and for a [B, T] mask the query axis, as size 1)")
+            if not np.array_equal(g, want.numpy()):
+                fail(f"additive_attention_mask: wrong values for mask {m.tolist()}: expected 0 "
+                     f"where the mask is 1 and finfo({np.dtype(dtype).name}).min (not -inf, not "
+                     "-10000) where it is 0")
+    # The whole model with a padded batch matches HF, and a row that masks every key stays finite.
+    config = random_config(rng)
+    hf = hf_model("BertModel", config, rng)
+    ours = ours_from_hf(hf, "BertModel")
+    batch = random_batch(rng, config.vocab_size, config.type_vocab_size)
+    with torch.no_grad():
+        ref = hf(**torch_batch(batch)).last_hidden_state
+    with mg.no_grad():
+        expect_close("BertModel output with a padded batch", ours(**batch).last_hidden_state, ref)
+        batch["attention_mask"][-1] = 0
+        out = as_numpy(ours(**batch).last_hidden_state)
+    if not np.all(np.isfinite(out)):
+        fail("BertModel output has NaN for a sequence whose mask is all 0: use finfo(dtype).min, "
+             "not -inf, so that a fully masked row of scores stays finite")
+
+
+def _model_and_grads(rng: np.random.Generator, what: str, hint: str) -> None:
+    """Our BertModel vs HF's, every output and every gradient, on a random config and batch."""
+    import torch
+
+    import minigrad as mg
+
+    config = random_config(rng)
+    hf = hf_model("BertModel", config, rng)
+    ours = ours_from_hf(hf, "BertModel")
+    batch = random_batch(rng, config.vocab_size, config.type_vocab_size)
+    if rng.random() < 0.5:  # the defaults: no token types given means all 0
+        del batch["token_type_ids"]
+    out = ours(**batch, output_hidden_states=True, output_attentions=True)
+    ref = hf(**torch_batch(batch), output_hidden_states=True, output_attentions=True)
+    expect_close(f"{what}: last_hidden_state", out.last_hidden_state, ref.last_hidden_state, hint=hint)
+    if out.pooler_output is None:
+        fail(f"{what}: pooler_output is None (tanh(dense(h[:, 0])), the [CLS] vector)")
+    expect_close(f"{what}: pooler_output", out.pooler_output, ref.pooler_output, hint=hint)
+    for name in ("hidden_states", "attentions"):
+        got, want = getattr(out, name), getattr(ref, name)
+        if got is None or len(got) != len(want):
+            fail(f"{what}: {name} should be a tuple of {len(want)} tensors, got "
+                 f"{None if got is None else len(got)}")
+        for i, (g, w) in enumerate(zip(got, want)):
+            expect_close(f"{what}: {name}[{i}]", g, w, hint=hint)
+    w1, w2 = rng.standard_normal(ref.last_hidden_state.shape), rng.standard_normal(ref.pooler_output.shape)
+    ((out.last_hidden_state * mg.tensor(w1)).sum() + (out.pooler_output * mg.tensor(w2)).sum()).backward()
+    ((ref.last_hidden_state * torch.from_numpy(w1)).sum()
+     + (ref.pooler_output * torch.from_numpy(w2)).sum()).backward()
+    expect_grads(ours, hf, hint=hint)
+
+
+def check_self_attention(rng: np.random.Generator) -> None:
+    _model_and_grads(rng, "BertModel (self-attention)",
+                     "scores = Q Kᵀ / sqrt(d) + mask per head, softmax over the keys, then "
+                     "the weights times V; heads split [B,T,H] -> [B,n,T,d] and merged back")
+
+
+def check_model_forward(rng: np.random.Generator) -> None:
+    _model_and_grads(rng, "BertModel.forward",
+                     "embeddings, then the additive mask, then the encoder layers, then the "
+                     "pooler on the last layer's [CLS] vector")
+
+
+def check_pooling(rng: np.random.Generator) -> None:
+    import torch
+
+    import minigrad as mg
+    from mini_bert.model import l2_normalize, mean_pooling
+
+    config = random_config(rng)
+    hf = hf_model("BertModel", config, rng)
+    ours = ours_from_hf(hf, "BertModel")
+    batch = random_batch(rng, config.vocab_size, config.type_vocab_size)
+    out = ours(**batch).last_hidden_state
+    ref = hf(**torch_batch(batch)).last_hidden_state
+    # sentence-transformers' recipe for all-MiniLM-L6-v2, in torch.
+    m = torch.from_numpy(batch["attention_mask"])[:, :, None].to(ref.dtype)
+    pooled_ref = (ref * m).sum(1) / torch.clamp(m.sum(1), min=1e-9)
+    pooled = mean_pooling(out, batch["attention_mask"])
+    expect_close("mean_pooling", pooled, pooled_ref,
+                 hint="the average of the vectors of the real (mask 1) tokens only")
+    emb_ref = torch.nn.functional.normalize(pooled_ref, p=2, dim=1)
+    emb = l2_normalize(pooled)
+    expect_close("l2_normalize(mean_pooling(...))", emb, emb_ref, hint="x / max(||x||, eps)")
+    weights = rng.standard_normal(emb_ref.shape)
+    (emb * mg.tensor(weights)).sum().backward()
+    (emb_ref * torch.from_numpy(weights)).sum().backward()
+    expect_grads(ours, hf, hint="build both with minigrad ops, so the gradient flows")
+    zero = l2_normalize(mg.tensor(np.zeros((1, 3))))
+    if not np.all(np.isfinite(zero.numpy())):
+        fail("l2_normalize of a zero vector gives NaN: divide by max(||x||, eps)")
+
+
+# ---- real weights ---------------------------------------------------------------------------------
+def check_bf16(rng: np.random.Generator) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    from mini_bert.checkpoint import read_weights
+
+    shapes = [tuple(int(s) for s in rng.integers(1, 6, size=int(rng.integers(1, 4))))
+              for _ in range(int(rng.integers(2, 5)))]
+    tensors = {f"layer.{i}.weight": torch.from_numpy(rng.standard_normal(s) * 10.0 ** rng.integers(-3, 3))
+               .to(torch.bfloat16) for i, s in enumerate(shapes)}
+    tensors["plain"] = torch.from_numpy(rng.standard_normal(3).astype(np.float32))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = f"{tmp}/model.safetensors"
+        save_file(tensors, path, metadata={"format": "pt"})
+        got = read_weights(path)
+    for name, t in tensors.items():
+        if name not in got:
+            fail(f"read_weights: tensor {name!r} is missing from the result")
+        g = np.asarray(got[name])
+        if g.dtype != np.float32 or g.shape != tuple(t.shape):
+            fail(f"read_weights: {name!r} came back as {g.dtype} {g.shape}, expected float32 "
+                 f"{tuple(t.shape)}")
+        if not np.array_equal(g, t.float().numpy()):
+            fail(f"read_weights: the values of the bfloat16 tensor {name!r} are wrong (a bf16 "
+                 "number is the top 16 bits of a float32: widen to uint32 and shift left by 16; "
+                 "data offsets count from the end of the 8 + n header bytes)")
+
+
+def check_load_minilm(rng: np.random.Generator) -> None:
+    import torch
+    import transformers
+
+    import minigrad as mg
+    from mini_bert import BertForSequenceClassification, BertModel, BertTokenizer
+
+    path = minilm_dir()
+    ours = BertModel.from_pretrained(path)
+    if ours.training:
+        fail("from_pretrained should return the model in eval mode (as HF does), so dropout is off")
+    with quiet():
+        hf = transformers.BertModel.from_pretrained(path, attn_implementation="eager").eval()
+    words = ["the", "movie", "was", "not", "bad", "at", "all", "tokenizers", "love", "rain", "!"]
+    texts = [" ".join(rng.choice(words, size=int(rng.integers(2, 8)))) for _ in range(3)]
+    batch = dict(BertTokenizer.from_pretrained(path)(texts, padding=True, return_tensors="np"))
+    with mg.no_grad(), torch.no_grad():
+        got = ours(**batch)
+        want = hf(**torch_batch(batch))
+    # float32 through 6 layers of 384 features: the two libraries' roundings differ by ~1e-6.
+    expect_close("all-MiniLM-L6-v2 last_hidden_state", got.last_hidden_state,
+                 want.last_hidden_state, tol=1e-4,
+                 hint="build the config from config.json, the model, then load the matched "
+                      "state dict and return it in eval mode")
+    expect_close("all-MiniLM-L6-v2 pooler_output", got.pooler_output, want.pooler_output, tol=1e-4)
+    labels = int(rng.integers(3, 6))  # a head model from a base checkpoint: a new head
+    with quiet():
+        model = BertForSequenceClassification.from_pretrained(path, num_labels=labels)
+    if model.classifier.out_features != labels:
+        fail("from_pretrained(path, num_labels=k) must apply the override to the config "
+             "before building the model")
+
+
+ASSIGNMENT = Assignment(id="a4", title="BERT: tokenizer, embeddings, self-attention, real weights", tasks=[
+    Task("a4.wordpiece", "WordPiece: greedy longest match first", 4,
+         ["mini_bert/wordpiece.py:WordPiece._tokenize"],
+         "from each position take the longest vocabulary piece (with '##' after the first); "
+         "if none matches, the whole word is [UNK]", check_wordpiece),
+    Task("a4.normalize", "Basic tokenizer: clean, CJK, accents, lowercase per character", 3,
+         ["mini_bert/basic_tokenizer.py:BasicTokenizer._clean_and_space_cjk",
+          "mini_bert/basic_tokenizer.py:BasicTokenizer._finish"],
+         "use is_control, is_whitespace, is_cjk, _is_stripped_mark and _lower", check_normalize),
+    Task("a4.assemble", "[CLS] A [SEP] B [SEP]: ids, token types, offsets", 2,
+         ["mini_bert/tokenizer.py:BertTokenizer._assemble"],
+         "pieces are (token, id, start, end); special tokens get offsets (0, 0)", check_assemble),
+    Task("a4.truncate", "Truncation: longest_first, only_first, only_second", 4,
+         ["mini_bert/tokenizer.py:BertTokenizer._truncate"],
+         "budget = max_length - special tokens; longest_first keeps a short text whole if it "
+         "fits in half the budget", check_truncate),
+    Task("a4.embeddings", "Embeddings: word + position + token type, LayerNorm, dropout", 3,
+         ["mini_bert/model.py:BertEmbeddings.forward"],
+         "sum the three lookups (positions 0..T-1), then LayerNorm, then dropout", check_embeddings),
+    Task("a4.attention_mask", "The additive attention mask (finfo.min)", 2,
+         ["mini_bert/model.py:additive_attention_mask"],
+         "(1 - mask) * finfo(dtype).min, with size-1 axes for the heads (and queries)",
+         check_attention_mask),
+    Task("a4.self_attention", "Multi-head self-attention: scores, mask, softmax, heads", 5,
+         ["mini_bert/model.py:BertSelfAttention._heads", "mini_bert/model.py:BertSelfAttention.forward"],
+         "softmax(Q Kᵀ / sqrt(d) + mask) V per head; return (context [B,T,H], probs [B,n,T,T])",
+         check_self_attention),
+    Task("a4.model_forward", "BertModel.forward and the pooler", 3,
+         ["mini_bert/model.py:BertModel.forward", "mini_bert/model.py:BertPooler.forward"],
+         "ids -> embeddings -> encoder (with the additive mask) -> pooler(tanh(dense(h[:, 0])))",
+         check_model_forward),
+    Task("a4.pooling", "Sentence embeddings: masked mean pooling, L2 normalisation", 2,
+         ["mini_bert/model.py:mean_pooling", "mini_bert/model.py:l2_normalize"],
+         "sum the real tokens' vectors / their count; then x / max(||x||, eps)", check_pooling),
+    Task("a4.bf16", "Reading bfloat16 tensors from a safetensors file", 3,
+         ["mini_bert/checkpoint.py:_bf16_tensors"],
+         "8-byte little-endian header length, JSON header, then the bytes; bf16 << 16 is float32",
+         check_bf16),
+    Task("a4.load_pretrained", "Loading the real all-MiniLM-L6-v2", 3,
+         ["mini_bert/checkpoint.py:load_pretrained"],
+         "config from the directory (with overrides), the model, match_state_dict, load, to(device), eval()",
+         check_load_minilm),
+])
