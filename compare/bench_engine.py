@@ -109,7 +109,7 @@ def bench_mlp(device: str, repeats: int, batch: int = 256, width: int = 1024,
     th_layers = [torch.nn.Linear(width, width, device=tdev) for _ in range(3)]
     with torch.no_grad():
         for (w, b), m, t in zip(weights, mg_layers, th_layers):
-            m.weight.data[...], m.bias.data[...] = w, b
+            m.weight._data[...], m.bias._data[...] = w, b
             t.weight.copy_(torch.from_numpy(w)), t.bias.copy_(torch.from_numpy(b))
     mg_model = mg.nn.Sequential(mg_layers[0], mg.nn.GELU(), mg_layers[1], mg.nn.GELU(), mg_layers[2])
     mg_model.to(device)

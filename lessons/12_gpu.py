@@ -52,7 +52,7 @@ params_before = {name: p for name, p in model_dev.named_parameters()}
 print("before .to():", {p.device for p in model_dev.parameters()})
 model_dev.to(DEVICE)
 print("after  .to():", {p.device for p in model_dev.parameters()},
-      "| raw array type:", type(model_dev.classifier.weight.data).__module__)
+      "| raw array type:", type(model_dev.classifier.weight._data).__module__)
 assert all(p.device == model_dev.device for p in model_dev.parameters())
 # In place: the very same Parameter objects, now holding device arrays (so anything that kept a
 # reference to them, like an optimizer, sees the move).

@@ -53,7 +53,7 @@ x = mg.tensor(x_np, requires_grad=True)
 
 y0 = lora(x).numpy()
 assert np.array_equal(y0, base(x).numpy())  # B = 0: exactly the frozen layer, bit for bit
-lora.lora_B.weight.data = rng.normal(0, 0.1, (384, 8)).astype(np.float32)
+lora.lora_B.weight._data = rng.normal(0, 0.1, (384, 8)).astype(np.float32)
 
 y = lora(x)
 (y * y).mean().backward()

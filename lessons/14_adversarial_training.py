@@ -58,12 +58,12 @@ E = ours.bert.embeddings.word_embeddings.weight
 
 def loss_at(matrix) -> float:
     """The batch loss with the word embeddings replaced by ``matrix`` (restored afterwards)."""
-    saved, E.data = E.data, matrix
+    saved, E._data = E._data, matrix
     try:
         with mg.no_grad():
             return ours(ids, labels=labels).loss.item()
     finally:
-        E.data = saved
+        E._data = saved
 
 
 # %% [markdown]
@@ -111,10 +111,10 @@ _common.savefig(fig, "14_loss_along_directions.png")
 
 # %%
 ours.zero_grad()
-original_array = E.data
+original_array = E._data
 fgm = mb.FGM(ours, eps=0.5)
 fgm.backward(ours(ids, labels=labels).loss, lambda: ours(ids, labels=labels).loss)
-assert E.data is original_array and np.array_equal(E.numpy(), E0)   # restored bit for bit
+assert E._data is original_array and np.array_equal(E.numpy(), E0)   # restored bit for bit
 
 
 def torch_loss():

@@ -46,7 +46,7 @@ class _EmbeddingAttack:
 
     @staticmethod
     def _norm(t: mg.Tensor) -> float:
-        return math.sqrt(float(t._xp.sum(t.data * t.data)))
+        return math.sqrt(float(t._xp.sum(t._data * t._data)))
 
     def _step(self, p: nn.Parameter, size: float) -> None:
         """E ← E + size · g/‖g‖ (skipped where g is absent, zero or not finite)."""
@@ -55,13 +55,13 @@ class _EmbeddingAttack:
         norm = self._norm(p.grad)
         if norm > 0 and math.isfinite(norm):
             # A new array, never an in-place add: the backup must stay the original bits.
-            p.data = p.data + (size / norm) * p.grad.data
+            p._data = p._data + (size / norm) * p.grad._data
 
     def restore(self) -> None:
         """Put the original embedding arrays back (the same objects: bit-for-bit)."""
         for name, p in self.targets:
             if name in self.backup:
-                p.data = self.backup[name]
+                p._data = self.backup[name]
         self.backup = {}
 
     def _trainable(self) -> list:
@@ -80,7 +80,7 @@ class _EmbeddingAttack:
         for p, g in zip(self._trainable(), grads):
             if g is not None:
                 # A fresh array, not an in-place add: a .grad may be a view shared with another.
-                p.grad = g if p.grad is None else mg.Tensor._make(g.data + p.grad.data, g._xp, g.device)
+                p.grad = g if p.grad is None else mg.Tensor._make(g._data + p.grad._data, g._xp, g.device)
 
     def backward(self, loss: mg.Tensor, loss_fn: LossFn) -> None:
         """``loss.backward()`` plus the adversarial term: afterwards every trainable .grad holds
@@ -105,7 +105,7 @@ class FGM(_EmbeddingAttack):
     def attack(self) -> None:
         """E ← E + ε g/‖g‖ with g the current gradient of E (call after a backward)."""
         for name, p in self.targets:
-            self.backup[name] = p.data
+            self.backup[name] = p._data
             self._step(p, self.eps)
 
     def _adversarial_backward(self, loss_fn: LossFn) -> None:
@@ -136,16 +136,16 @@ class PGD(_EmbeddingAttack):
         """E ← Π_ε(E + α g/‖g‖) around the embeddings saved at the ``first`` step."""
         for name, p in self.targets:
             if first:
-                self.backup[name] = p.data
+                self.backup[name] = p._data
             self._step(p, self.alpha)
             self.project(name, p)
 
     def project(self, name: str, p: nn.Parameter) -> None:
         """Pull E back onto the ball ‖E - E₀‖₂ <= ε (radially, the nearest point of the ball)."""
-        r = p.data - self.backup[name]
+        r = p._data - self.backup[name]
         norm = math.sqrt(float(p._xp.sum(r * r)))
         if norm > self.eps:
-            p.data = self.backup[name] + (self.eps / norm) * r
+            p._data = self.backup[name] + (self.eps / norm) * r
 
     def _adversarial_backward(self, loss_fn: LossFn) -> None:
         params = self._trainable()

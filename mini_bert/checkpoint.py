@@ -212,7 +212,7 @@ def match_state_dict(model, weights: dict[str, np.ndarray], source: str,
     # any one of the names present in the checkpoint fills the whole group.
     groups: dict[int, list[str]] = {}
     for key, t in own.items():
-        groups.setdefault(id(t.data), []).append(key)
+        groups.setdefault(id(t._data), []).append(key)
     aliases = {k for names in groups.values() for k in names}
     state, missing, mismatched = {}, [], []
     for names in groups.values():
@@ -279,9 +279,9 @@ def save_pretrained(model, directory: str) -> None:
     model.config.save_pretrained(directory)
     tensors, seen = {}, set()
     for key, t in model.state_dict().items():
-        if id(t.data) in seen:
+        if id(t._data) in seen:
             continue  # a tied alias: HF stores the shared tensor once, under its first name
-        seen.add(id(t.data))
+        seen.add(id(t._data))
         tensors[key] = np.ascontiguousarray(t.numpy())
     # HF refuses safetensors files whose metadata lacks a "format"; "pt" is what it writes.
     save_file(tensors, os.path.join(directory, SAFETENSORS), metadata={"format": "pt"})

@@ -219,7 +219,7 @@ def init_weights(module: nn.Module, std: float) -> None:
     if isinstance(module, nn.Linear) and module.bias is not None:
         nn.init.zeros_(module.bias)
     if isinstance(module, nn.Embedding) and module.padding_idx is not None:
-        module.weight.data[module.padding_idx] = 0
+        module.weight._data[module.padding_idx] = 0
     if isinstance(module, nn.LayerNorm):
         nn.init.ones_(module.weight)
         nn.init.zeros_(module.bias)

@@ -66,23 +66,23 @@ class LoRALinear(nn.Module):
 
     def delta_weight(self):
         """ΔW = (α/r) B A, [out, in], as a raw backend array (no graph)."""
-        return (self.lora_B.weight.data @ self.lora_A.weight.data) * self.scaling
+        return (self.lora_B.weight._data @ self.lora_A.weight._data) * self.scaling
 
     def merge(self) -> None:
         """W ← W + ΔW. The output is unchanged (up to rounding); the detour is skipped from now on,
         so A and B no longer receive gradients: merge for inference or export, not for training."""
         if not self.merged:
-            merged = self.weight.data + self.delta_weight()
-            self._before_merge = (self.weight.data, merged)
-            self.weight.data, self.merged = merged, True
+            merged = self.weight._data + self.delta_weight()
+            self._before_merge = (self.weight._data, merged)
+            self.weight._data, self.merged = merged, True
 
     def unmerge(self) -> None:
         """W ← W - ΔW. While W is still the array ``merge`` made, this puts the original array
         back instead: W bit for bit, where a subtraction would round."""
         if self.merged:
             original, merged = self._before_merge
-            self.weight.data = (original if self.weight.data is merged
-                                else self.weight.data - self.delta_weight())
+            self.weight._data = (original if self.weight._data is merged
+                                else self.weight._data - self.delta_weight())
             self._before_merge, self.merged = None, False
 
     def extra_repr(self) -> str:

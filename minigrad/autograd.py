@@ -111,7 +111,7 @@ class Function:
                 elif a.device != device:
                     raise RuntimeError(f"{cls.__name__}: expected all tensors on one device, "
                                        f"got {device!r} and {a.device!r}")
-                raw.append(a.data)
+                raw.append(a._data)
                 any_requires_grad = any_requires_grad or a.requires_grad
             else:
                 raw.append(a)
@@ -129,7 +129,7 @@ class Function:
             return Tensor._make(out, xp, device)
         ctx.parents = tuple((a if a.grad_fn is None else a.grad_fn) if isinstance(a, Tensor)
                             else None for a in args)
-        ctx.shapes = tuple(a.data.shape if isinstance(a, Tensor) else None for a in args)
+        ctx.shapes = tuple(a._data.shape if isinstance(a, Tensor) else None for a in args)
         return Tensor._make(out, xp, device, grad_fn=ctx)
 
 
@@ -210,14 +210,15 @@ def backward(root, grad, retain_graph: bool = False) -> None:
 
 
 def _accumulate_leaf(t, g) -> None:
-    """Leaf gradients add up across backward calls, as in torch. Never in place: a .grad array may
-    share memory with another leaf's (both views of one upstream gradient)."""
+    """Leaf gradients add up across backward calls, as in torch. The first one is copied: ``g`` may
+    be a view shared with another leaf's gradient (Add hands the same array to both inputs), and
+    user code changes ``.grad`` in place (``p.grad.zero_()``), which must not reach the other."""
     if not t.requires_grad:
         return
     if t.grad is None:
-        t.grad = _tensor.Tensor._make(g, t._xp, t.device)
+        t.grad = _tensor.Tensor._make(t._xp.copy(g), t._xp, t.device)
     else:
-        t.grad.data = t.grad.data + g
+        t.grad._data = t._xp.copy(t.grad._data + g) if t.grad._data.ndim == 0 else t.grad._data + g
 
 
 # tensor.py imports this module, so the Tensor class is reached through its module, imported here

@@ -80,5 +80,5 @@ def stack(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
 
 def where(condition: Tensor, input, other) -> Tensor:
     """``input`` where ``condition`` holds, else ``other``; the gradient goes to the chosen side."""
-    cond = condition.data if isinstance(condition, Tensor) else condition
+    cond = condition._data if isinstance(condition, Tensor) else condition
     return E.Where.apply(input, other, cond)

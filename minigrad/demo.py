@@ -92,12 +92,12 @@ def finite_difference_check(model: nn.Module, x: np.ndarray, y: np.ndarray,
     numerical = np.zeros_like(analytic)
     with mg.no_grad():
         for idx in np.ndindex(*w.shape):
-            orig = w.data[idx]
-            w.data[idx] = orig + eps
+            orig = w._data[idx]
+            w._data[idx] = orig + eps
             plus = F.cross_entropy(model64(xs), ys).item()
-            w.data[idx] = orig - eps
+            w._data[idx] = orig - eps
             minus = F.cross_entropy(model64(xs), ys).item()
-            w.data[idx] = orig
+            w._data[idx] = orig
             numerical[idx] = (plus - minus) / (2 * eps)
     return float(np.abs(analytic - numerical).max())
 

@@ -38,14 +38,14 @@ def _numerical_jacobian(fn, inputs, t: Tensor, eps: float) -> np.ndarray:
         orig = host[j]
         for sign in (1, -1):
             host[j] = orig + sign * eps
-            t.data = t._xp.array(host.reshape(t.shape), dtype=t.dtype, device=t.device)
+            t._data = t._xp.array(host.reshape(t.shape), dtype=t.dtype, device=t.device)
             if sign == 1:
                 plus = _flat_output(fn, inputs)
             else:
                 minus = _flat_output(fn, inputs)
         host[j] = orig
         cols.append((plus - minus) / (2 * eps))
-    t.data = t._xp.array(host.reshape(t.shape), dtype=t.dtype, device=t.device)
+    t._data = t._xp.array(host.reshape(t.shape), dtype=t.dtype, device=t.device)
     return np.stack(cols, axis=1)
 
 
@@ -88,11 +88,11 @@ def gradcheck(fn: Callable, inputs: Sequence, eps: float = 1e-6, atol: float = 1
             host = t.numpy().copy()
             with no_grad():
                 def at(delta, host=host, u=u):
-                    t.data = t._xp.array(host + delta * u.reshape(t.shape), dtype=t.dtype,
+                    t._data = t._xp.array(host + delta * u.reshape(t.shape), dtype=t.dtype,
                                          device=t.device)
                     return _flat_output(fn, inputs)
                 numerical = np.array([v @ (at(eps) - at(-eps)) / (2 * eps)])
-            t.data = t._xp.array(host, dtype=t.dtype, device=t.device)
+            t._data = t._xp.array(host, dtype=t.dtype, device=t.device)
             analytical = np.array([_vjp(fn, inputs, diff, np.split(v, np.cumsum(sizes)[:-1]))[k] @ u])
         else:
             numerical = _numerical_jacobian(fn, inputs, t, eps)

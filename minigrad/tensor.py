@@ -39,12 +39,12 @@ def _canonical_dtype(dtype):
 
 
 class Tensor:
-    __slots__ = ("data", "grad", "requires_grad", "grad_fn", "device", "_xp", "__weakref__")
+    __slots__ = ("_data", "grad", "requires_grad", "grad_fn", "device", "_xp", "_vc", "__weakref__")
     __array_priority__ = 1000  # so that numpy_array * tensor calls our __rmul__
 
     def __init__(self, data: Any, requires_grad: bool = False, dtype=None, device=None):
         if isinstance(data, Tensor):
-            data = data.data
+            data = data._data
         src_xp, src_dev = backend_of_array(data)  # Python data counts as numpy
         xp, dev = resolve(device) if device is not None else (src_xp, src_dev)
         if dtype is None:
@@ -55,7 +55,8 @@ class Tensor:
                 dtype = np.dtype("float32") if dtype.kind == "f" else dtype
         if src_xp is not xp:  # across backends, data goes through host memory
             data = src_xp.to_numpy(data)
-        self.data = xp.array(data, dtype=_canonical_dtype(dtype), device=dev)
+        self._data = xp.array(data, dtype=_canonical_dtype(dtype), device=dev)
+        self._vc = [0]
         self._xp, self.device = xp, dev
         self.grad, self.grad_fn = None, None
         self.requires_grad = False
@@ -65,22 +66,23 @@ class Tensor:
     def _make(cls, data, xp, device, grad_fn=None) -> "Tensor":
         """Wrap a raw array without checks: the fast path every op result takes."""
         t = object.__new__(cls)
-        t.data, t._xp, t.device, t.grad, t.grad_fn = data, xp, device, None, grad_fn
+        t._data, t._xp, t.device, t.grad, t.grad_fn = data, xp, device, None, grad_fn
+        t._vc = [0]
         t.requires_grad = grad_fn is not None
         return t
 
     # ---- metadata ------------------------------------------------------------------------------
     @property
     def shape(self) -> tuple:
-        return tuple(self.data.shape)
+        return tuple(self._data.shape)
 
     @property
     def ndim(self) -> int:
-        return len(self.data.shape)
+        return len(self._data.shape)
 
     @property
     def dtype(self) -> np.dtype:
-        return self._xp.dtype_of(self.data)
+        return self._xp.dtype_of(self._data)
 
     @property
     def is_leaf(self) -> bool:
@@ -123,26 +125,44 @@ class Tensor:
                                    f"has shape {self.shape}; pass gradient= of that shape")
             g = self._xp.ones(self.shape, self.dtype, self.device)
         else:
-            g = gradient.data if isinstance(gradient, Tensor) else self._xp.array(
+            g = gradient._data if isinstance(gradient, Tensor) else self._xp.array(
                 gradient, dtype=self.dtype, device=self.device)
             if tuple(g.shape) != self.shape:
                 raise RuntimeError(f"gradient has shape {tuple(g.shape)}, expected {self.shape}")
         autograd.backward(self, g, retain_graph=retain_graph)
 
+    @property
+    def data(self) -> "Tensor":
+        """torch's contract: the same storage (and version counter), detached, requires_grad=False.
+        The raw backend array is ``_data``, internal to minigrad."""
+        t = Tensor._make(self._data, self._xp, self.device)
+        t._vc = self._vc
+        return t
+
+    @data.setter
+    def data(self, value: "Tensor") -> None:
+        if not isinstance(value, Tensor):
+            raise TypeError(f"Tensor.data = x needs a Tensor (as in torch), got {type(value).__name__}; "
+                            "minigrad's raw backend array is the internal Tensor._data")
+        if value.device != self.device:
+            raise RuntimeError(f"Tensor.data = x: x is on {value.device!r}, this tensor on {self.device!r}")
+        self._data = value._data
+
     def detach(self) -> "Tensor":
-        return Tensor._make(self.data, self._xp, self.device)
+        t = Tensor._make(self._data, self._xp, self.device)
+        t._vc = self._vc
+        return t
 
     def zero_(self) -> "Tensor":
-        # A fresh array, not a write into the old one: numpy returns 0-d results as immutable
-        # scalars, and a gradient may be a read-only broadcast view.
-        self.data = self._xp.zeros_like(self.data)
+        self._data = self._xp.fill_(self._data, 0)
+        self._vc[0] += 1
         return self
 
     # ---- conversion ----------------------------------------------------------------------------
     def numpy(self) -> np.ndarray:
         if self.requires_grad:
-            return np.asarray(self._xp.to_numpy(self.data)).copy()
-        return np.asarray(self._xp.to_numpy(self.data))
+            return np.asarray(self._xp.to_numpy(self._data)).copy()
+        return np.asarray(self._xp.to_numpy(self._data))
 
     def item(self) -> float | int | bool:
         if self.numel() != 1:
@@ -196,7 +216,7 @@ class Tensor:
 
     # Comparisons give bool tensors outside the graph, as in torch.
     def _compare(self, o, op) -> "Tensor":
-        return Tensor._make(op(self.data, o.data if isinstance(o, Tensor) else o), self._xp, self.device)
+        return Tensor._make(op(self._data, o._data if isinstance(o, Tensor) else o), self._xp, self.device)
 
     def __lt__(self, o): return self._compare(o, lambda a, b: a < b)
     def __le__(self, o): return self._compare(o, lambda a, b: a <= b)
@@ -235,7 +255,7 @@ class Tensor:
         if dim is None:
             return R.Amax.apply(self, axis=None, keepdims=False)
         axis = _norm_dim(dim, self.ndim)
-        idx = self._xp.argmax(self.data, axis, keepdims=True)
+        idx = self._xp.argmax(self._data, axis, keepdims=True)
         values = S.Gather.apply(self, idx, axis)
         indices = Tensor._make(idx, self._xp, self.device)
         if not keepdim:
@@ -247,8 +267,8 @@ class Tensor:
 
     def argmax(self, dim: int | None = None, keepdim: bool = False) -> "Tensor":
         if dim is None:
-            return Tensor._make(self._xp.argmax(self._xp.reshape(self.data, (-1,)), 0), self._xp, self.device)
-        return Tensor._make(self._xp.argmax(self.data, _norm_dim(dim, self.ndim), keepdims=keepdim),
+            return Tensor._make(self._xp.argmax(self._xp.reshape(self._data, (-1,)), 0), self._xp, self.device)
+        return Tensor._make(self._xp.argmax(self._data, _norm_dim(dim, self.ndim), keepdims=keepdim),
                             self._xp, self.device)
 
     # ---- shape ---------------------------------------------------------------------------------
@@ -313,14 +333,14 @@ class Tensor:
 
     def __getitem__(self, key) -> "Tensor":
         if isinstance(key, Tensor):
-            key = key.data
+            key = key._data
         elif isinstance(key, tuple):
-            key = tuple(k.data if isinstance(k, Tensor) else k for k in key)
+            key = tuple(k._data if isinstance(k, Tensor) else k for k in key)
         return S.Index.apply(self, key=key)
 
     def masked_fill(self, mask: "Tensor", value: float) -> "Tensor":
         """Where ``mask`` is True, ``value``; elsewhere self (gradient flows only there)."""
-        m = mask.data if isinstance(mask, Tensor) else mask
+        m = mask._data if isinstance(mask, Tensor) else mask
         return E.Where.apply(value, self, m)
 
     def softmax(self, dim: int) -> "Tensor":

@@ -94,10 +94,10 @@ def test_fgm_gradient_matches_torch(checkpoint, dtype):
     ours, hf = pair(checkpoint, dtype)
     batch = batch_for()
     emb = ours.bert.embeddings.word_embeddings.weight
-    original = emb.data
+    original = emb._data
     kept = original.copy()
     mb.FGM(ours, eps=0.5).backward(ours_loss(ours, batch), lambda: ours_loss(ours, batch))
-    assert emb.data is original and np.array_equal(emb.data, kept)  # restored bit for bit
+    assert emb._data is original and np.array_equal(emb._data, kept)  # restored bit for bit
     torch_fgm(hf, lambda: torch_loss(hf, batch), eps=0.5)
     assert_grads_match(ours, hf, TOL[dtype])
 
@@ -114,11 +114,11 @@ def test_pgd_gradient_matches_torch(checkpoint, dtype):
     ours, hf = pair(checkpoint, dtype)
     batch = batch_for(1)
     emb = ours.bert.embeddings.word_embeddings.weight
-    original, kept = emb.data, emb.data.copy()
+    original, kept = emb._data, emb._data.copy()
     # eps < 2·alpha: from the second step on, the projection is active.
     mb.PGD(ours, eps=0.5, alpha=0.3, steps=3).backward(ours_loss(ours, batch),
                                                         lambda: ours_loss(ours, batch))
-    assert emb.data is original and np.array_equal(emb.data, kept)
+    assert emb._data is original and np.array_equal(emb._data, kept)
     torch_pgd(hf, lambda: torch_loss(hf, batch), eps=0.5, alpha=0.3, steps=3)
     assert_grads_match(ours, hf, TOL[dtype])
 
@@ -127,7 +127,7 @@ def test_fgm_perturbation_is_eps_along_the_gradient(checkpoint):
     ours, hf = pair(checkpoint, mg.float64)
     batch = batch_for(2)
     emb = ours.bert.embeddings.word_embeddings.weight
-    original = emb.data.copy()
+    original = emb._data.copy()
     fgm = mb.FGM(ours, eps=0.7)
     ours_loss(ours, batch).backward()
     fgm.attack()
@@ -139,13 +139,13 @@ def test_fgm_perturbation_is_eps_along_the_gradient(checkpoint):
     assert abs(np.linalg.norm(r) - 0.7) < 1e-12
     assert not r[0].any()  # the [PAD] row (padding_idx) gets no gradient, hence no perturbation
     fgm.restore()
-    assert np.array_equal(emb.data, original)
+    assert np.array_equal(emb._data, original)
 
 
 def test_pgd_stays_in_the_eps_ball(checkpoint):
     ours, _ = pair(checkpoint, mg.float64)
     emb = ours.bert.embeddings.word_embeddings.weight
-    original = emb.data
+    original = emb._data
     pgd = mb.PGD(ours, eps=0.2, alpha=0.5, steps=4)   # every step overshoots the ball
     batch = batch_for(3)
     norms = []
@@ -153,10 +153,10 @@ def test_pgd_stays_in_the_eps_ball(checkpoint):
         ours.zero_grad()
         ours_loss(ours, batch).backward()
         pgd.attack(first=t == 0)
-        norms.append(np.linalg.norm(emb.data - original))
+        norms.append(np.linalg.norm(emb._data - original))
     assert np.allclose(norms, 0.2, rtol=0, atol=1e-12), norms  # projected onto the sphere
     pgd.restore()
-    assert emb.data is original
+    assert emb._data is original
 
 
 def test_accumulated_micro_batches_each_see_their_own_gradient(checkpoint):

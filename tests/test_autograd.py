@@ -127,7 +127,7 @@ def test_saved_arrays_are_freed_after_backward(device):
     while we keep the output of the op that saved it (as one keeps logits after a step)."""
     x = _leaf(np.ones((256, 256)), device)
     h = x.exp()
-    ref = weakref.ref(h.data)
+    ref = weakref.ref(h._data)
     square = h * h  # Mul saves h's array for its backward
     loss = square.sum()
     del h
@@ -144,7 +144,7 @@ def test_unsaved_intermediates_are_freed_before_backward(device):
     h, since d(2h)/dh is a constant and d(h + 1)/dh too) dies as soon as the user drops it."""
     x = _leaf(np.ones((256, 256)), device)
     h = x * 2.0
-    ref = weakref.ref(h.data)
+    ref = weakref.ref(h._data)
     y = (h + 1.0).sum()
     del h
     gc.collect()
@@ -216,7 +216,7 @@ def test_to_device_and_dtype_are_differentiable():
     """x.to('torch:cpu') and x.double() are ops: the gradient comes back in x's device/dtype."""
     x = _leaf([1.0, -2.0, 3.0], "cpu")
     y = x.to("torch:cpu")
-    assert y.device == "torch:cpu" and isinstance(y.data, torch.Tensor)
+    assert y.device == "torch:cpu" and isinstance(y._data, torch.Tensor)
     ((y * y).sum() + x.double().sum().to("torch:cpu")).backward()
     assert x.grad.device == "cpu" and x.grad.dtype == np.float32
     np.testing.assert_allclose(x.grad.numpy(), 2 * np.array([1.0, -2.0, 3.0]) + 1)

@@ -159,7 +159,7 @@ def ours_step(directory, batch, labels, naive: bool, bias: float | None = None):
     """Our model's gradients with the fused loss (the model's own) or the naive composite."""
     ours = mb.BertForSequenceClassification.from_pretrained(directory).train()
     if bias is not None:
-        ours.classifier.bias.data[...] = bias
+        ours.classifier.bias._data[...] = bias
     ids, mask, types = batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]
     if naive:
         naive_bce(mg, ours(ids, mask, types).logits, mg.tensor(labels)).backward()

@@ -140,14 +140,14 @@ def test_module_to_torch_and_back_keeps_parameter_objects():
     model.to("torch:cpu")
     for k, p in model.named_parameters():
         assert p is params[k] and p.device == "torch:cpu" and p.grad.device == "torch:cpu"
-        assert isinstance(p.data, torch.Tensor) and not p.data.requires_grad
+        assert isinstance(p._data, torch.Tensor) and not p._data.requires_grad
         np.testing.assert_array_equal(p.numpy(), values[k])
         np.testing.assert_array_equal(p.grad.numpy(), grads[k])
     # Same float32 computation on another backend: elementwise-level agreement after a few layers.
     assert_close(model(ids.to("torch:cpu")), out_cpu, **REDUCTION)
 
     model.to("cpu")
-    assert all(p.device == "cpu" and isinstance(p.data, np.ndarray) for p in model.parameters())
+    assert all(p.device == "cpu" and isinstance(p._data, np.ndarray) for p in model.parameters())
     np.testing.assert_array_equal(model(ids).numpy(), out_cpu)
 
 

@@ -45,7 +45,7 @@ def lora_pair(tmp_path, targets=("query", "value"), num_labels: int = 3, dtype=m
     P.apply_lora(ours, targets, r=R, alpha=ALPHA)
     rng = np.random.default_rng(1)
     for _, layer in P.lora_layers(ours):
-        layer.lora_B.weight.data = rng.normal(0, 0.3, layer.lora_B.weight.shape).astype(np.float32)
+        layer.lora_B.weight._data = rng.normal(0, 0.3, layer.lora_B.weight.shape).astype(np.float32)
     ours.to(dtype=dtype)
     if dtype == mg.float64:
         hf.double()
@@ -89,7 +89,7 @@ def test_lora_linear_forward_merge_unmerge():
     mg.manual_seed(0)
     base = mg.nn.Linear(6, 5)
     lora = mb.LoRALinear(base, r=3, alpha=6)
-    lora.lora_B.weight.data = np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32)
+    lora.lora_B.weight._data = np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32)
     x = mg.tensor(np.random.default_rng(1).normal(size=(2, 4, 6)), dtype=mg.float32)
     W0 = base.weight.numpy().copy()
     y = lora(x).numpy()

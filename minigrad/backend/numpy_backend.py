@@ -59,7 +59,17 @@ def arange(n, dtype=int64, device=None):
 
 
 def copy(x):
-    return x.copy()
+    """A fresh, writable array (np.array: a 0-d numpy scalar becomes a 0-d array, as in-place ops need)."""
+    return np.array(x)
+
+
+def fill_(x, value):
+    """x[...] = value in place; a fresh array when x cannot be written (a 0-d numpy scalar, a
+    read-only broadcast view), since nothing can share such an array's memory anyway."""
+    if isinstance(x, np.ndarray) and x.flags.writeable:
+        x[...] = value
+        return x
+    return np.full(np.shape(x), value, dtype=x.dtype)
 
 
 # ---- elementwise -------------------------------------------------------------------------------

@@ -86,6 +86,14 @@ def copy(x):
     return x.clone()
 
 
+def fill_(x, value):
+    """x[...] = value in place; a fresh tensor for an expanded view (torch refuses to write where
+    several elements share one memory location)."""
+    if 0 in x.stride() and x.numel() > 1:
+        return torch.full_like(x, value)
+    return x.fill_(value)
+
+
 # ---- elementwise -------------------------------------------------------------------------------
 exp, log, sqrt, abs, tanh, sign = torch.exp, torch.log, torch.sqrt, torch.abs, torch.tanh, torch.sign
 erf, normal_cdf = torch.special.erf, torch.special.ndtr

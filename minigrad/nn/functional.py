@@ -168,11 +168,11 @@ def embedding(input, weight: Tensor, padding_idx: int | None = None) -> Tensor:
                            f"{weight.device!r}")
     n = weight.shape[0]
     if ids.numel():
-        lo, hi = int(ids.data.min()), int(ids.data.max())
+        lo, hi = int(ids._data.min()), int(ids._data.max())
         if lo < 0 or hi >= n:
             raise IndexError(f"embedding: id {hi if hi >= n else lo} is out of range for a table "
                              f"of {n} rows")
-    return Embedding.apply(weight, ids.data, padding_idx)
+    return Embedding.apply(weight, ids._data, padding_idx)
 
 
 class Linear(Function):

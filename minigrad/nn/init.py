@@ -10,7 +10,7 @@ from ..tensor import Tensor
 
 
 def _fill(t: Tensor, host: np.ndarray) -> Tensor:
-    t.data = t._xp.array(host, dtype=t.dtype, device=t.device)
+    t._data = t._xp.array(host, dtype=t.dtype, device=t.device)
     return t
 
 

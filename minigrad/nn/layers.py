@@ -44,7 +44,7 @@ class Embedding(Module):
         self.padding_idx = padding_idx
         w = init.normal_(_empty(num_embeddings, embedding_dim))
         if padding_idx is not None:
-            w.data[padding_idx] = 0
+            w._data[padding_idx] = 0
         self.weight = Parameter(w)
         if device is not None:
             self.to(device)

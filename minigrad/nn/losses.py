@@ -64,7 +64,7 @@ class BinaryCrossEntropy(Function):
 def binary_cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = None,
                          reduction: str = "mean") -> Tensor:
     _check(reduction, input, target, "binary_cross_entropy")
-    return BinaryCrossEntropy.apply(input, target.data, None if weight is None else weight.data,
+    return BinaryCrossEntropy.apply(input, target._data, None if weight is None else weight._data,
                                     reduction)
 
 
@@ -94,7 +94,7 @@ class BCEWithLogits(Function):
 def binary_cross_entropy_with_logits(input: Tensor, target: Tensor, weight: Tensor | None = None,
                                      reduction: str = "mean") -> Tensor:
     _check(reduction, input, target, "binary_cross_entropy_with_logits")
-    return BCEWithLogits.apply(input, target.data, None if weight is None else weight.data,
+    return BCEWithLogits.apply(input, target._data, None if weight is None else weight._data,
                                reduction)
 
 
@@ -144,7 +144,7 @@ def cross_entropy(input: Tensor, target: Tensor, ignore_index: int = -100,
     if input.ndim != 2 or target.ndim != 1 or target.shape[0] != input.shape[0]:
         raise ValueError(f"cross_entropy: expected logits [N, C] and targets [N], got "
                          f"{input.shape} and {target.shape}")
-    t = target.data
+    t = target._data
     return CrossEntropy.apply(input, t, ignore_index, reduction)
 
 

@@ -24,7 +24,7 @@ class Parameter(Tensor):
 
     def __init__(self, data, requires_grad: bool = True):
         if isinstance(data, Tensor):
-            super().__init__(data.data, requires_grad=requires_grad, device=data.device)
+            super().__init__(data._data, requires_grad=requires_grad, device=data.device)
         else:
             super().__init__(data, requires_grad=requires_grad)
 
@@ -190,7 +190,7 @@ class Module:
             if k in own:
                 t = own[k]
                 src = v.numpy() if isinstance(v, Tensor) else np.asarray(v)
-                t.data = t._xp.array(src, dtype=t.dtype, device=t.device)
+                t._data = t._xp.array(src, dtype=t.dtype, device=t.device)
         return IncompatibleKeys(missing, unexpected)
 
     def extra_repr(self) -> str:
@@ -206,8 +206,8 @@ class Module:
 def _move_(t: Tensor, xp, dev, dtype) -> None:
     """Move one tensor's storage in place: the object stays, so optimizers keep their references."""
     xp, dev = (xp, dev) if xp is not None else (t._xp, t.device)
-    data = t.data if xp is t._xp else t._xp.to_numpy(t.data)
-    t.data = xp.array(data, dtype=dtype or t.dtype, device=dev)
+    data = t._data if xp is t._xp else t._xp.to_numpy(t._data)
+    t._data = xp.array(data, dtype=dtype or t.dtype, device=dev)
     t._xp, t.device = xp, dev
 
 

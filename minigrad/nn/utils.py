@@ -22,9 +22,9 @@ def clip_grad_norm_(parameters: Tensor | Iterable[Tensor], max_norm: float,
     if not grads:
         return 0.0
     # One host sync for the whole norm, not one per tensor (it matters on a GPU).
-    total = math.sqrt(float(sum(g._xp.sum(g.data * g.data) for g in grads)))
+    total = math.sqrt(float(sum(g._xp.sum(g._data * g._data) for g in grads)))
     coef = max_norm / (total + 1e-6)
     if coef < 1.0:
         for g in grads:  # rebinding, not in place: a .grad may share memory with another's
-            g.data = g.data * coef
+            g._data = g._data * coef
     return total

@@ -17,10 +17,10 @@ class ToCopy(Function):
         record = a.requires_grad and is_grad_enabled()
         ctx = Context(cls, a._xp, a.device, (record,))
         ctx.src, ctx.dst_xp = (a._xp, a.device, a.dtype), xp
-        data = a.data if xp is a._xp else a._xp.to_numpy(a.data)
+        data = a._data if xp is a._xp else a._xp.to_numpy(a._data)
         out = xp.array(data, dtype=dtype or a.dtype, device=device)
         if record:
-            ctx.parents, ctx.shapes = (a if a.grad_fn is None else a.grad_fn,), (a.data.shape,)
+            ctx.parents, ctx.shapes = (a if a.grad_fn is None else a.grad_fn,), (a._data.shape,)
             return Tensor._make(out, xp, device, grad_fn=ctx)
         return Tensor._make(out, xp, device)
 

@@ -27,15 +27,15 @@ class Adam(Optimizer):
         state["step"] += 1
         t, m, v = state["step"], state["exp_avg"], state["exp_avg_sq"]
         if wd and self.decoupled:
-            p.data *= 1 - lr * wd
+            p._data *= 1 - lr * wd
         elif wd:
-            grad = grad + wd * p.data
+            grad = grad + wd * p._data
         m *= b1
         m += (1 - b1) * grad
         v *= b2
         v += (1 - b2) * grad * grad
         denom = xp.sqrt(v) / math.sqrt(1 - b2 ** t) + group["eps"]
-        p.data -= (lr / (1 - b1 ** t)) * (m / denom)
+        p._data -= (lr / (1 - b1 ** t)) * (m / denom)
 
 
 class AdamW(Adam):

@@ -39,14 +39,14 @@ class Optimizer:
                 if set_to_none or p.grad is None:
                     p.grad = None
                 else:
-                    p.grad.data = p._xp.zeros(p.shape, p.dtype, p.device)
+                    p.grad._data = p._xp.zeros(p.shape, p.dtype, p.device)
 
     def step(self) -> None:
         with no_grad():
             for group in self.param_groups:
                 for p in group["params"]:
                     if p.grad is not None:
-                        self._update(p, p.grad.data, self._state_for(p), group)
+                        self._update(p, p.grad._data, self._state_for(p), group)
 
     def _state_for(self, p: Tensor) -> dict:
         """p's state, moved to p's device first if ``Module.to`` moved p since the last step:

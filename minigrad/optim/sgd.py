@@ -15,7 +15,7 @@ class SGD(Optimizer):
 
     def _update(self, p, grad, state, group):
         if group["weight_decay"]:
-            grad = grad + group["weight_decay"] * p.data
+            grad = grad + group["weight_decay"] * p._data
         mu = group["momentum"]
         if mu:
             buf = state.get("momentum_buffer")
@@ -25,4 +25,4 @@ class SGD(Optimizer):
                 buf *= mu
                 buf += (1 - group["dampening"]) * grad
             grad = grad + mu * buf if group["nesterov"] else buf
-        p.data -= group["lr"] * grad
+        p._data -= group["lr"] * grad
