@@ -72,3 +72,39 @@ def test_assignments_build_on_lessons_already_taught() -> None:
             assert week_of[n] <= a["week"], (
                 f"{CATALOG.name}: assignment {a['id']} is released in week {a['week']} but builds on "
                 f"lesson {n}, taught in week {week_of[n]}")
+
+
+def _syllabus_weeks() -> dict[int, str]:
+    """Week number -> the text of its '## Week N' section."""
+    text = SYLLABUS.read_text(encoding="utf-8")
+    parts = re.split(r"^## Week (\d+)\b.*$", text, flags=re.M)
+    return {int(parts[i]): parts[i + 1].split("\n## ")[0] for i in range(1, len(parts), 2)}
+
+
+def test_syllabus_has_fourteen_weeks() -> None:
+    assert sorted(_syllabus_weeks()) == list(range(1, 15)), f"{SYLLABUS.name}: weeks {sorted(_syllabus_weeks())}"
+
+
+def test_syllabus_schedules_each_lesson_in_its_week_with_its_time() -> None:
+    weeks = _syllabus_weeks()
+    for lesson in _catalog()["lesson"]:
+        n, week = lesson["number"], lesson["week"]
+        found = {w: re.findall(rf"^- Lesson {n:02d}: (.+) \(~(\d+) min\)$", body, flags=re.M)
+                 for w, body in weeks.items()}
+        found = {w: hits for w, hits in found.items() if hits}
+        assert list(found) == [week], f"{SYLLABUS.name}: lesson {n:02d} is in weeks {list(found)}, catalog says {week}"
+        (title, minutes), = found[week]
+        assert title == lesson["title"], f"{SYLLABUS.name}: lesson {n:02d} title {title!r} != {lesson['title']!r}"
+        assert int(minutes) == lesson["study_minutes"], (
+            f"{SYLLABUS.name}: lesson {n:02d} ~{minutes} min, catalog says {lesson['study_minutes']}")
+    total_h = round(sum(lesson["study_minutes"] for lesson in _catalog()["lesson"]) / 60)
+    assert f"about {total_h} hours" in SYLLABUS.read_text(encoding="utf-8"), f"{SYLLABUS.name}: total time"
+
+
+def test_syllabus_releases_each_assignment_in_its_week_and_collects_it_a_week_later() -> None:
+    weeks = _syllabus_weeks()
+    for a in _catalog()["assignment"]:
+        released = [w for w, body in weeks.items() if re.search(rf"^- Released: {a['id']},", body, flags=re.M)]
+        due = [w for w, body in weeks.items() if re.search(rf"^- Due: {a['id']}\.", body, flags=re.M)]
+        assert released == [a["week"]], f"{SYLLABUS.name}: {a['id']} released in weeks {released}, catalog {a['week']}"
+        assert due == [a["week"] + 1], f"{SYLLABUS.name}: {a['id']} due in weeks {due}, want {a['week'] + 1}"
