@@ -56,7 +56,9 @@ z_np = X_np @ w_np + b_val
 y_hat = 1 / (1 + np.exp(-z_np))
 dyhat_dw = (y_hat * (1 - y_hat))[:, None] * X_np  # ∂M_θ(xᵢ)/∂w = σ'(zᵢ) xᵢ
 grad_article = -np.mean((y_np / y_hat - (1 - y_np) / (1 - y_hat))[:, None] * dyhat_dw, axis=0)
+# BEGIN SOLUTION a2-logreg-grad
 grad_simple = X_np.T @ (y_hat - y_np) / N
+# END SOLUTION a2-logreg-grad
 
 w = mg.tensor(w_np, dtype=mg.float64, requires_grad=True)
 X, y = mg.tensor(X_np), mg.tensor(y_np)
