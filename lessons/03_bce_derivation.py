@@ -91,13 +91,29 @@ print("gradcheck: ∂L/∂w matches central differences")
 # Written exactly as the formula reads, the loss is a chain of primitive ops:
 # `p = z.sigmoid(); ℓ = −(y·log p + (1 − y)·log(1 − p))`. Autograd differentiates that chain
 # node by node, so it computes the *uncancelled* product (ŷ − y)/(ŷ(1 − ŷ)) · ŷ(1 − ŷ) — and in
-# float32 (what models train in) σ(z) rounds to exactly 1.0 once e^(−z) < 2⁻²⁵, i.e. z ≳ 17.
+# float32 (what models train in) σ(z) = 1/(1 + e^(−z)) rounds to exactly 1.0 once 1 + e^(−z) rounds
+# to 1, i.e. e^(−z) < 2⁻²⁴ (half the spacing of float32 numbers just above 1): z > 24 ln 2 ≈ 16.64.
 # Then log(1 − p) = log 0 = −inf, the division by ŷ(1 − ŷ) = 0 gives inf, and inf · 0 = nan.
 # Even the *correct* label breaks it: 0 · log 0 = 0 · (−inf) = nan.
 #
-# Torch's `binary_cross_entropy` (on probabilities) guards this by clamping log at −100. That keeps
-# numbers finite, but the loss is then capped at 100 and the gradient comes out as 0 instead of ±1:
-# the most wrongly classified examples stop teaching the model anything.
+# Torch's `binary_cross_entropy` (on probabilities) has two guards, and it is the second that
+# matters for training:
+# - the forward clamps each log at −100, so the *loss* stays finite (at most 100);
+# - the backward computes ∂ℓ/∂ŷ = (ŷ − y) / max(ŷ(1 − ŷ), 1e-12) (ATen's
+#   `binary_cross_entropy_backward`; minigrad's `BinaryCrossEntropy.backward` copies it).
+#
+# Chained with the sigmoid's ∂ŷ/∂z = ŷ(1 − ŷ), the gradient on the logit is
+#
+#     ∂ℓ/∂z = (ŷ − y) · ŷ(1 − ŷ) / max(ŷ(1 − ŷ), 1e-12)
+#
+# which is exactly σ(z) − y while ŷ(1 − ŷ) ≥ 1e-12, and (ŷ − y) · ŷ(1 − ŷ) · 10¹² below that: it
+# shrinks by a factor e for every unit z moves further out. For y = 1 and z < 0, ŷ(1 − ŷ) ≈ e^z
+# falls below 1e-12 at z = ln(1e-12) ≈ −27.6, so the gradient collapses there, long before the log
+# clamp does anything (log ŷ < −100 needs z < −100): at z = −50 the loss is an honest 50, yet the
+# gradient is 2·10⁻¹⁰ instead of −1. On the other side (y = 0, z > 0), float32 σ(z) already rounds
+# to exactly 1 at z ≈ 16.64; then ŷ(1 − ŷ) = 0 in both factors, and the clamp turns
+# (ŷ − y)/0 · 0 = nan into (ŷ − y)/10⁻¹² · 0 = 0. Either way the most wrongly classified examples
+# stop teaching the model anything.
 #
 # The fused `binary_cross_entropy_with_logits` takes z, never forms σ(z) for the loss, and computes
 #
@@ -148,6 +164,7 @@ y_cases = np.array([0, 1, 0, 1, 0, 1, 0, 1], dtype=np.float64)
 res = per_example(z_cases, y_cases)
 exact = 1 / (1 + np.exp(-z_cases)) - y_cases  # σ(z) − y, in float64
 
+print("∂ℓ/∂z per example (reduction='sum', float32); 'exact' is σ(z) − y in float64")
 print(f"{'z':>6} {'y':>3} {'exact':>10} " + " ".join(f"{k:>13}" for k in res))
 for i, (zv, yv) in enumerate(zip(z_cases, y_cases)):
     print(f"{zv:>6.0f} {yv:>3.0f} {exact[i]:>10.3g} " + " ".join(f"{res[k][1][i]:>13.3g}" for k in res))
@@ -183,6 +200,56 @@ for k in ("clamped", "torch clamped"):
     assert (np.abs(res[k][1][wrong_label & naive_breaks]) < 1e-6).all(), k
 print("(z, y) where the naive chain fails:",
       [(int(a), int(b)) for a, b in zip(z_cases[naive_breaks], y_cases[naive_breaks])])
+
+# %% [markdown]
+# ### Where the clamped gradient collapses, found by scanning torch
+# Scan z downwards from −20 with y = 1 and ask torch itself for ∂ℓ/∂z of BCE on σ(z). The clamp
+# predicts the whole curve: σ(z) − y down to z* = ln(1e-12) ≈ −27.6, then (ŷ − y)·ŷ(1 − ŷ)·10¹²,
+# which has lost half its size at z ≈ ln(0.5·10⁻¹²) ≈ −28.3.
+
+# %%
+def clamped_grad(z_vals: np.ndarray, label: float, dtype: torch.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """Torch's per-example loss and ∂ℓ/∂z for binary_cross_entropy(sigmoid(z), y)."""
+    zt = torch.tensor(z_vals, dtype=dtype, requires_grad=True)
+    ell = torch.nn.functional.binary_cross_entropy(torch.sigmoid(zt), torch.full_like(zt, label),
+                                                   reduction="none")
+    ell.sum().backward()
+    return ell.detach().numpy(), zt.grad.numpy()
+
+
+z_scan = np.arange(-20.0, -60.0, -0.01)
+_, g64 = clamped_grad(z_scan, 1.0, torch.float64)
+s64 = 1 / (1 + np.exp(-z_scan))
+predicted = (s64 - 1) * s64 * (1 - s64) / np.maximum(s64 * (1 - s64), 1e-12)
+# float64 σ and torch's kernel round differently by a few ulp, relative to each value.
+np.testing.assert_allclose(g64, predicted, rtol=1e-7)
+z_star = np.log(1e-12 / (1 - 1e-12))  # ŷ(1 − ŷ) = 1e-12 exactly here
+above = z_scan > z_star
+np.testing.assert_allclose(g64[above], s64[above] - 1, rtol=1e-9)  # the clamp is inactive: σ(z) − y
+z_half = z_scan[np.argmax(np.abs(g64) < 0.5)]  # first z (scanning down) with half the gradient gone
+assert abs(z_half - np.log(0.5e-12)) < 0.011, z_half  # one grid step of the prediction
+# minigrad copies the clamp, so it collapses at the same place (float32, relative rounding 1e-6).
+zm = mg.tensor(z_scan, dtype=mg.float32, requires_grad=True)
+F.binary_cross_entropy(zm.sigmoid(), mg.ones(len(z_scan)), reduction="sum").backward()
+_, g32 = clamped_grad(z_scan, 1.0, torch.float32)
+np.testing.assert_allclose(zm.grad.numpy(), g32, rtol=1e-5, atol=1e-30)
+np.testing.assert_allclose(g32, g64, rtol=1e-5, atol=1e-30)
+
+# At z = −50 the log clamp is not involved (the loss is 50, not 100) but the gradient is gone.
+loss50, grad50 = clamped_grad(np.array([-50.0]), 1.0, torch.float32)
+assert abs(loss50[0] - 50.0) < 1e-4 and abs(grad50[0]) < 1e-9, (loss50, grad50)
+
+# y = 0, z > 0 in float32: the gradient drops to exactly 0 where σ(z) rounds to 1.
+z_pos = np.arange(10.0, 30.0, 0.01)
+_, gpos = clamped_grad(z_pos, 0.0, torch.float32)
+sat = torch.sigmoid(torch.tensor(z_pos, dtype=torch.float32)).numpy() == 1.0
+z_sat = z_pos[np.argmax(sat)]
+assert sat[np.argmax(sat):].all() and (gpos[sat] == 0).all() and (gpos[~sat] > 0.99).all()
+assert abs(z_sat - 24 * np.log(2)) < 0.011, z_sat  # 1 + e^(−z) rounds to 1: e^(−z) < 2⁻²⁴, one grid step
+print(f"y = 1: ∂ℓ/∂z = σ(z) − y down to z* = {z_star:.2f}, half gone at z = {z_half:.2f}, "
+      f"{grad50[0]:.2g} at z = −50 (loss {loss50[0]:.1f})")
+print(f"y = 0, float32: ∂ℓ/∂z is exactly 0 from z = {z_sat:.2f}, where σ(z) rounds to 1")
+
 
 # %% [markdown]
 # ## 3. The picture
