@@ -1,0 +1,221 @@
+"""What the assignment checks share: random shapes, "compare with torch", gradcheck, running a lesson.
+
+A check writes its computation once, as ``fn(ns, *tensors)``, where ``ns.lib`` is ``minigrad`` or
+``torch`` and ``ns.F`` the matching ``nn.functional``: minigrad follows torch's API, so one lambda
+runs on both, and torch (computed here, at grading time) is the oracle.
+
+minigrad and torch are imported inside the functions, never at module level: the grader imports
+this module before it puts the graded tree on ``sys.path``.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .framework import TaskFailure
+
+# Set by the grader's runner before a check runs: the graded tree, and for each lesson the reference
+# text of the *other* tasks' regions (isolation), {path: {region: text}}.
+ROOT: Path | None = None
+LESSON_REFERENCE: dict[str, dict[str, str]] = {}
+
+# Tolerances. float64: round-off over a few hundred ops is ~1e-13 relative; 1e-6 leaves room for
+# any algebraically equal formula (another summation order, z/b instead of a/b²) while a wrong
+# formula is off by O(1). float32: eps is 6e-8, and sums of up to ~100 terms grow that to ~1e-5.
+TOL = {"float64": (1e-6, 1e-8), "float32": (1e-4, 1e-5)}
+
+
+@dataclass
+class Arg:
+    """One input of a compared function: its value, its name in messages, whether it needs a grad."""
+    value: Any
+    name: str
+    grad: bool = True
+
+
+class _NS:
+    def __init__(self, lib, F, is_torch: bool):
+        self.lib, self.F, self.is_torch = lib, F, is_torch
+
+
+def namespaces() -> tuple[_NS, _NS]:
+    import minigrad
+    import minigrad.nn.functional as mF
+    import torch
+    import torch.nn.functional as tF
+    return _NS(minigrad, mF, False), _NS(torch, tF, True)
+
+
+def fmt_shapes(args: list[Arg]) -> str:
+    return ", ".join(f"{a.name}{tuple(np.shape(a.value))}" for a in args)
+
+
+def rand_shape(rng: np.random.Generator, ndim: int, lo: int = 1, hi: int = 5) -> tuple:
+    return tuple(int(n) for n in rng.integers(lo, hi + 1, ndim))
+
+
+def broadcast_pair(rng: np.random.Generator) -> tuple[tuple, tuple]:
+    """Two shapes that broadcast: b may have fewer dims, and some dims are 1 on one side only."""
+    full = rand_shape(rng, int(rng.integers(2, 4)), 2, 4)
+    a, b = list(full), list(full)
+    for i in range(len(full)):
+        side = rng.integers(0, 3)  # 0: both full, 1: a is 1 here, 2: b is 1 here
+        if side == 1:
+            a[i] = 1
+        elif side == 2:
+            b[i] = 1
+    drop = int(rng.integers(0, len(full)))
+    return tuple(a), tuple(b[drop:])
+
+
+def values(rng: np.random.Generator, shape: tuple, low: float | None = None,
+           high: float | None = None) -> np.ndarray:
+    """Standard normal values, or uniform in [low, high)."""
+    if low is None:
+        return rng.standard_normal(shape)
+    return rng.uniform(low, high, shape)
+
+
+def _max_err(got: np.ndarray, want: np.ndarray, dtype: str) -> tuple[float, bool]:
+    rtol, atol = TOL[dtype]
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    if got.shape != want.shape:
+        return float("inf"), False
+    same_nonfinite = (~np.isfinite(want)) & (got == want)  # inf matching inf counts as equal
+    diff = np.where(same_nonfinite, 0.0, np.abs(got - want))
+    diff = np.where(np.isnan(got) & np.isnan(want), 0.0, diff)
+    err = float(np.max(diff, initial=0.0))
+    if np.isnan(diff).any():
+        return float("nan"), False
+    scale = max(1.0, float(np.max(np.abs(np.where(np.isfinite(want), want, 0.0)), initial=0.0)))
+    return err, err <= atol * scale + rtol * scale
+
+
+def _suffix(hint: str) -> str:
+    return f" ({hint})" if hint else ""
+
+
+def compare(label: str, fn: Callable, args: list[Arg], rng: np.random.Generator, *,
+            dtype: str = "float64", hint: str = "", forward: bool = True, backward: bool = True) -> None:
+    """Run ``fn`` on minigrad and on torch; the forward values and every input's gradient (for a
+    random upstream gradient) must agree, with the input's shape and dtype."""
+    mgns, tns = namespaces()
+    mg, torch = mgns.lib, tns.lib
+    where = f"for {fmt_shapes(args)} in {dtype}"
+
+    def make(ns, a: Arg):
+        v = np.asarray(a.value)
+        dt = dtype if v.dtype.kind == "f" else v.dtype
+        if ns.is_torch:
+            return torch.tensor(v.astype(dt), requires_grad=a.grad)
+        return mg.tensor(v.astype(dt), dtype=dt, requires_grad=a.grad)
+
+    m_in = [make(mgns, a) for a in args]
+    t_in = [make(tns, a) for a in args]
+    m_out, t_out = fn(mgns, *m_in), fn(tns, *t_in)
+    want = t_out.detach().numpy()
+    if tuple(m_out.shape) != want.shape:
+        raise TaskFailure(f"{label}: output has shape {tuple(m_out.shape)}, torch gives {want.shape} "
+                          f"{where}")
+    if forward:
+        err, ok = _max_err(m_out.numpy(), want, dtype)
+        if not ok:
+            raise TaskFailure(f"{label}: output is wrong {where}: max error {err:.3g} vs torch"
+                              f"{_suffix(hint)}")
+        if m_out.dtype != np.dtype(dtype):
+            raise TaskFailure(f"{label}: output is {m_out.dtype} for {dtype} inputs (keep the dtype)")
+    if not backward:
+        return
+    g = rng.standard_normal(want.shape)
+    m_out.backward(mg.tensor(g.astype(dtype), dtype=dtype))
+    t_out.backward(torch.tensor(g.astype(dtype)))
+    for a, m, t in zip(args, m_in, t_in):
+        if not a.grad:
+            continue
+        if m.grad is None:
+            raise TaskFailure(f"{label}: no gradient reached {a.name} {where} (did backward return "
+                              f"None for it?)")
+        if tuple(m.grad.shape) != tuple(t.shape):
+            raise TaskFailure(f"{label}: the gradient w.r.t. {a.name} has shape {tuple(m.grad.shape)}, "
+                              f"not {tuple(t.shape)} {where}")
+        err, ok = _max_err(m.grad.numpy(), t.grad.numpy(), dtype)
+        if not ok:
+            raise TaskFailure(f"{label}: gradient w.r.t. {a.name} is wrong {where}: max error "
+                              f"{err:.3g} vs torch{_suffix(hint)}")
+        if m.grad.dtype != np.dtype(dtype):
+            raise TaskFailure(f"{label}: the gradient w.r.t. {a.name} is {m.grad.dtype} for {dtype} "
+                              "inputs (a float32 model must get float32 gradients)")
+
+
+def gradcheck(label: str, fn: Callable, args: list[Arg], hint: str = "") -> None:
+    """float64 finite differences (``minigrad.gradcheck``) against the analytical gradient."""
+    mgns, _ = namespaces()
+    mg = mgns.lib
+    ins = [mg.tensor(np.asarray(a.value), dtype=mg.float64 if np.asarray(a.value).dtype.kind == "f"
+                     else None, requires_grad=a.grad) for a in args]
+    try:
+        mg.gradcheck(lambda *ts: fn(mgns, *ts), ins, atol=1e-6, rtol=1e-4)
+    except mg.GradcheckError as e:
+        raise TaskFailure(f"{label}: finite differences disagree for {fmt_shapes(args)}: {e}"
+                          f"{_suffix(hint)}") from None
+
+
+def both(label: str, fn: Callable, args: list[Arg], rng: np.random.Generator, hint: str = "",
+         gradcheck_too: bool = True) -> None:
+    """``compare`` in float64 and in float32, then (small inputs) ``gradcheck``."""
+    compare(label, fn, args, rng, dtype="float64", hint=hint)
+    compare(label, fn, args, rng, dtype="float32", hint=hint)
+    if gradcheck_too:
+        gradcheck(label, fn, args, hint)
+
+
+def run_lesson(path: str) -> None:
+    """Execute a lesson of the graded tree as a script: lessons assert their claims against torch,
+    so running it is the check. Other tasks' regions in it are first set to the reference."""
+    from . import _blank
+
+    assert ROOT is not None, "run_lesson is called by the grader's runner only"
+    text = (ROOT / path).read_text(encoding="utf-8")
+    for name, body in LESSON_REFERENCE.get(path, {}).items():
+        text = _blank.replace_region(text, name, body, f"lesson {path}")
+    code = compile(text, str(ROOT / path), "exec")
+    sys.path.insert(0, str((ROOT / path).parent))  # lessons import their _common helper
+    try:
+        exec(code, {"__name__": "__main__", "__file__": str(ROOT / path)})
+    finally:
+        sys.path.remove(str((ROOT / path).parent))
+
+
+def compare_graphs(label: str, m_outs: list, t_outs: list, m_leaves: dict, t_leaves: dict,
+                   rng: np.random.Generator, dtype: str, hint: str = "", where: str = "") -> None:
+    """Like ``compare`` for graphs built by hand (a module on one side, torch ops on the other):
+    each output's value, then the gradient of Σ gᵢ·outᵢ (random gᵢ) w.r.t. every named leaf."""
+    import minigrad as mg
+    import torch
+
+    total_m = total_t = 0
+    for i, (m, t) in enumerate(zip(m_outs, t_outs)):
+        want = t.detach().numpy()
+        err, ok = _max_err(m.numpy(), want, dtype)
+        if not ok:
+            got = f"shape {tuple(m.shape)}, torch {want.shape}" if tuple(m.shape) != want.shape else \
+                f"max error {err:.3g} vs torch"
+            raise TaskFailure(f"{label}: output {i} is wrong{where}: {got}{_suffix(hint)}")
+        g = rng.standard_normal(want.shape).astype(dtype)
+        total_m = total_m + (m * mg.tensor(g, dtype=dtype)).sum()
+        total_t = total_t + (t * torch.tensor(g)).sum()
+    total_m.backward()
+    total_t.backward()
+    for name, m in m_leaves.items():
+        t = t_leaves[name]
+        if m.grad is None:
+            raise TaskFailure(f"{label}: no gradient reached {name}{where} (is it used, and does "
+                              "the graph reach it?)")
+        err, ok = _max_err(m.grad.numpy(), t.grad.numpy(), dtype)
+        if not ok:
+            raise TaskFailure(f"{label}: gradient w.r.t. {name} is wrong{where}: max error {err:.3g} "
+                              f"vs torch{_suffix(hint)}")

@@ -1,0 +1,193 @@
+"""``python -m course.grade ROOT [--assignment A] [--json FILE] [--seed N]``: grade the tree at ROOT.
+
+Each task runs in its own process (``course._runner``) with a timeout, on shapes and values drawn
+from a seed chosen now (printed; ``--seed`` replays a run). Before it runs, the code the student
+wrote for it is parsed: torch, transformers, scipy, ``course`` (the grader), ``importlib``, ``exec``
+and friends, or a path to the reference solution, make the task fail with that reason.
+
+While one task is graded, every other task's blanks are the reference solution (read from this
+grader's own tree), so a wrong answer costs that task only. A grader inside a student build has no
+reference; it then grades without isolation and says so.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import textwrap
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import _blank, _runner, assignments
+from .framework import Assignment, Task
+
+GRADER_ROOT = Path(__file__).resolve().parent.parent
+TIMEOUT_S = 120
+FORBIDDEN_MODULES = ("torch", "transformers", "scipy", "jax", "tensorflow", "course", "importlib",
+                     "ctypes", "subprocess", "builtins")
+FORBIDDEN_NAMES = ("__import__", "exec", "eval", "compile", "__builtins__", "globals")
+
+
+@dataclass
+class Result:
+    assignment: str
+    task: str
+    points: int
+    max: int
+    passed: bool
+    message: str
+    detail: str = ""  # the traceback, shown with --verbose
+
+
+class UsageError(Exception):
+    pass
+
+
+def forbidden_reason(source: str, reference_paths: tuple[str, ...] = ()) -> str | None:
+    """Why this graded code may not run, or None. Graded code computes with minigrad only."""
+    try:
+        tree = ast.parse(textwrap.dedent(source))
+    except SyntaxError as e:
+        return f"does not parse: {e.msg} (line {e.lineno} of the graded code)"
+    for node in ast.walk(tree):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            names = [node.module or ""]
+        for n in names:
+            if n.split(".")[0] in FORBIDDEN_MODULES:
+                return f"uses {n.split('.')[0]} (forbidden in graded code)"
+        if isinstance(node, ast.Name) and (node.id in FORBIDDEN_MODULES or node.id in FORBIDDEN_NAMES):
+            return f"uses {node.id} (forbidden in graded code)"
+        if isinstance(node, ast.Attribute) and node.attr in ("modules", "__import__") and \
+                isinstance(node.value, ast.Name) and node.value.id in ("sys", "builtins"):
+            return f"uses {node.value.id}.{node.attr} (forbidden in graded code)"
+        if isinstance(node, ast.Attribute) and node.attr in FORBIDDEN_MODULES:
+            return f"uses .{node.attr} (forbidden in graded code)"
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            if any(p and p in node.value for p in reference_paths):
+                return "reads the reference solution (forbidden in graded code)"
+    return None
+
+
+def reference_available(tasks: list[Task]) -> bool:
+    """True if the grader's own tree holds a solution (not a stub) for every blank."""
+    for task in tasks:
+        for spec in task.blanks:
+            try:
+                src = _blank.graded_source(GRADER_ROOT, _blank.parse_blank(spec), task.id)
+            except _blank.BlankError:
+                return False
+            if _blank.is_stub(src):
+                return False
+    return True
+
+
+def _run_task(root: Path, assignment: Assignment, task: Task, seed: int, isolate: bool,
+              timeout: float) -> Result:
+    def result(passed: bool, message: str, detail: str = "") -> Result:
+        return Result(assignment.id, task.id, task.points if passed else 0, task.points, passed,
+                      message, detail)
+
+    reference_paths = (str(GRADER_ROOT),) if GRADER_ROOT != root else ()
+    for spec in task.blanks:
+        blank = _blank.parse_blank(spec)
+        try:
+            src = _blank.graded_source(root, blank, task.id)
+        except _blank.BlankError as e:
+            return result(False, f"cannot find the graded code: {e}")
+        reason = forbidden_reason(src, reference_paths)
+        if reason:
+            return result(False, f"{blank} {reason}")
+    with tempfile.TemporaryDirectory(prefix="grade-") as tmp:
+        out = Path(tmp) / "result.json"
+        cmd = [sys.executable, "-c", _runner.BOOT, str(GRADER_ROOT), str(root), task.id, str(seed),
+               "1" if isolate else "0", str(out)]
+        env = {**os.environ, "MPLBACKEND": "Agg", "PYTHONDONTWRITEBYTECODE": "1"}
+        env.pop("PYTHONPATH", None)
+        try:
+            proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return result(False, f"took longer than {timeout:g} s (an endless loop?)")
+        if not out.exists():
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+            return result(False, "the check crashed: " + " | ".join(tail), proc.stderr)
+        data = json.loads(out.read_text(encoding="utf-8"))
+    return result(data["passed"], data["message"], data["traceback"])
+
+
+def grade(root: Path, selected: list[Assignment], seed: int, timeout: float = TIMEOUT_S,
+          jobs: int = 1, log=print) -> list[Result]:
+    all_tasks = [t for a in assignments.load_all() for t in a.tasks]
+    isolate = reference_available(all_tasks)
+    if not isolate:
+        log("note: no reference solution next to this grader (a student build?): tasks are graded "
+            "without isolation, so a task can fail because of another task's code")
+    jobs_list = [(a, t) for a in selected for t in a.tasks]
+    with ThreadPoolExecutor(max(1, jobs)) as pool:
+        return list(pool.map(lambda at: _run_task(root, at[0], at[1], seed, isolate, timeout),
+                             jobs_list))
+
+
+def table(results: list[Result], verbose: bool = False) -> str:
+    w = max([len(r.task) for r in results] + [4])
+    lines = [f"{'':3}{'task':<{w}}  {'points':>7}  result  first failing check", "-" * (w + 48)]
+    for r in results:
+        mark = "PASS" if r.passed else "FAIL"
+        lines.append(f"{r.assignment:<3}{r.task:<{w}}  {r.points:>3}/{r.max:<3}  {mark:<6}  {r.message}")
+        if verbose and r.detail and not r.passed:
+            lines.append(textwrap.indent(r.detail.rstrip(), " " * 8))
+    total, top = sum(r.points for r in results), sum(r.max for r in results)
+    lines += ["-" * (w + 48), f"total: {total}/{top} points, {sum(r.passed for r in results)}/"
+              f"{len(results)} tasks passed"]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m course.grade", description=__doc__.split("\n")[0])
+    p.add_argument("root", help="the project tree to grade (a student build, or the reference)")
+    p.add_argument("--assignment", action="append", help="grade only this assignment (a1, a2, ...); "
+                   "repeat for several")
+    p.add_argument("--json", type=Path, help="also write the results as JSON (for an LMS)")
+    p.add_argument("--seed", type=int, help="replay a run: the seed it printed")
+    p.add_argument("--timeout", type=float, default=TIMEOUT_S, help="seconds per task")
+    p.add_argument("--jobs", type=int, default=1, help="tasks graded at once")
+    p.add_argument("--verbose", action="store_true", help="full tracebacks of failures")
+    args = p.parse_args(argv)
+    try:
+        root = Path(args.root).resolve()
+        if not root.is_dir():
+            raise UsageError(f"{args.root}: no such directory")
+        if not (root / "minigrad").is_dir():
+            raise UsageError(f"{args.root}: not a project tree (no minigrad/ in it)")
+        everything = assignments.load_all()
+        known = [a.id for a in everything]
+        for a in args.assignment or []:
+            if a not in known:
+                raise UsageError(f"--assignment {a}: unknown; the assignments are {', '.join(known)}")
+        selected = [a for a in everything if not args.assignment or a.id in args.assignment]
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    seed = args.seed if args.seed is not None else secrets.randbelow(2 ** 31)
+    print(f"grading {root} with seed {seed} (python -m course.grade ... --seed {seed} replays it)")
+    results = grade(root, selected, seed, args.timeout, args.jobs)
+    print(table(results, args.verbose))
+    if args.json:
+        args.json.write_text(json.dumps({
+            "total": sum(r.points for r in results), "max": sum(r.max for r in results), "seed": seed,
+            "tasks": [{"assignment": r.assignment, "task": r.task, "points": r.points, "max": r.max,
+                       "passed": r.passed, "message": r.message} for r in results]}, indent=2) + "\n",
+            encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
