@@ -1,4 +1,4 @@
-"""Assignment 4: BERT's pieces: tokenization, embeddings, self-attention, the model, real weights.
+"""Assignment 4: BERT's pieces: tokenization, embeddings, the model, sentence embeddings, real weights.
 
 Oracles: HF ``tokenizers``/``transformers`` (BertTokenizerFast, BertModel) on random small
 vocabularies and configs written to a temporary directory, and the real all-MiniLM-L6-v2 for
@@ -167,47 +167,6 @@ def check_embeddings(rng: np.random.Generator) -> None:
                  clean[kept] / (1 - p), hint="dropout goes after the LayerNorm")
 
 
-def check_attention_mask(rng: np.random.Generator) -> None:
-    import torch
-
-    import minigrad as mg
-    from mini_bert.model import additive_attention_mask
-
-    b, t = int(rng.integers(1, 5)), int(rng.integers(1, 9))
-    for dtype, tdtype in ((np.float64, torch.float64), (np.float32, torch.float32)):
-        for shape in ((b, t), (b, t, t)):
-            m = rng.integers(0, 2, size=shape)
-            got = additive_attention_mask(m, b, t, dtype, "cpu")
-            # torch's recipe (HF's extended attention mask): 0 where attended, finfo.min where not,
-            # broadcast over the heads (and over the queries for a [B, T] mask).
-            tm = torch.from_numpy(m)
-            tm = tm[:, None, None, :] if m.ndim == 2 else tm[:, None, :, :]
-            want = (1.0 - tm.to(tdtype)) * torch.finfo(tdtype).min
-            g = got.numpy()
-            if g.shape != tuple(want.shape) or g.dtype != dtype:
-                fail(f"additive_attention_mask of a {shape} mask in {np.dtype(dtype).name}: shape "
-                     f"{g.shape} dtype {g.dtype}, expected {tuple(want.shape)} {np.dtype(dtype).name} "
-                     "(insert the head axis, and for a [B, T] mask the query axis, as size 1)")
-            if not np.array_equal(g, want.numpy()):
-                fail(f"additive_attention_mask: wrong values for mask {m.tolist()}: expected 0 "
-                     f"where the mask is 1 and finfo({np.dtype(dtype).name}).min (not -inf, not "
-                     "-10000) where it is 0")
-    # The whole model with a padded batch matches HF, and a row that masks every key stays finite.
-    config = random_config(rng)
-    hf = hf_model("BertModel", config, rng)
-    ours = ours_from_hf(hf, "BertModel")
-    batch = random_batch(rng, config.vocab_size, config.type_vocab_size)
-    with torch.no_grad():
-        ref = hf(**torch_batch(batch)).last_hidden_state
-    with mg.no_grad():
-        expect_close("BertModel output with a padded batch", ours(**batch).last_hidden_state, ref)
-        batch["attention_mask"][-1] = 0
-        out = as_numpy(ours(**batch).last_hidden_state)
-    if not np.all(np.isfinite(out)):
-        fail("BertModel output has NaN for a sequence whose mask is all 0: use finfo(dtype).min, "
-             "not -inf, so that a fully masked row of scores stays finite")
-
-
 def _model_and_grads(rng: np.random.Generator, what: str, hint: str) -> None:
     """Our BertModel vs HF's, every output and every gradient, on a random config and batch."""
     import torch
@@ -238,12 +197,6 @@ def _model_and_grads(rng: np.random.Generator, what: str, hint: str) -> None:
     ((ref.last_hidden_state * torch.from_numpy(w1)).sum()
      + (ref.pooler_output * torch.from_numpy(w2)).sum()).backward()
     expect_grads(ours, hf, hint=hint)
-
-
-def check_self_attention(rng: np.random.Generator) -> None:
-    _model_and_grads(rng, "BertModel (self-attention)",
-                     "scores = Q Kᵀ / sqrt(d) + mask per head, softmax over the keys, then "
-                     "the weights times V; heads split [B,T,H] -> [B,n,T,d] and merged back")
 
 
 def check_model_forward(rng: np.random.Generator) -> None:
@@ -344,7 +297,7 @@ def check_load_minilm(rng: np.random.Generator) -> None:
              "before building the model")
 
 
-ASSIGNMENT = Assignment(id="a4", title="BERT: tokenizer, embeddings, self-attention, real weights", tasks=[
+ASSIGNMENT = Assignment(id="a4", title="BERT: tokenizer, embeddings, the model, real weights", tasks=[
     Task("a4.wordpiece", "WordPiece: greedy longest match first", 4,
          ["mini_bert/wordpiece.py:WordPiece._tokenize"],
          "from each position take the longest vocabulary piece (with '##' after the first); "
@@ -363,14 +316,6 @@ ASSIGNMENT = Assignment(id="a4", title="BERT: tokenizer, embeddings, self-attent
     Task("a4.embeddings", "Embeddings: word + position + token type, LayerNorm, dropout", 3,
          ["mini_bert/model.py:BertEmbeddings.forward"],
          "sum the three lookups (positions 0..T-1), then LayerNorm, then dropout", check_embeddings),
-    Task("a4.attention_mask", "The additive attention mask (finfo.min)", 2,
-         ["mini_bert/model.py:additive_attention_mask"],
-         "(1 - mask) * finfo(dtype).min, with size-1 axes for the heads (and queries)",
-         check_attention_mask),
-    Task("a4.self_attention", "Multi-head self-attention: scores, mask, softmax, heads", 5,
-         ["mini_bert/model.py:BertSelfAttention._heads", "mini_bert/model.py:BertSelfAttention.forward"],
-         "softmax(Q Kᵀ / sqrt(d) + mask) V per head; return (context [B,T,H], probs [B,n,T,T])",
-         check_self_attention),
     Task("a4.model_forward", "BertModel.forward and the pooler", 3,
          ["mini_bert/model.py:BertModel.forward", "mini_bert/model.py:BertPooler.forward"],
          "ids -> embeddings -> encoder (with the additive mask) -> pooler(tanh(dense(h[:, 0])))",

@@ -11,7 +11,7 @@ import tempfile
 
 import numpy as np
 
-from course.assignments._oracle import (as_numpy, expect_close, expect_grads, fail, hf_model,
+from course.assignments._oracle import (expect_close, expect_grads, fail, hf_model,
                                         ours_from_hf, quiet, random_batch, random_config,
                                         torch_batch)
 from course.framework import Assignment, Task
