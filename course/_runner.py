@@ -109,7 +109,7 @@ def main(argv: list[str]) -> None:
 
     from course import assignments, checks
 
-    assignment, task = assignments.find_task(task_id)
+    _, task = assignments.find_task(task_id)
     all_tasks = [t for a in assignments.load_all() for t in a.tasks]
     for name in ("minigrad", "mini_bert"):
         if name in sys.modules:

@@ -43,6 +43,7 @@ class _NS:
 
 
 def namespaces() -> tuple[_NS, _NS]:
+    """(minigrad, torch): each library with its ``nn.functional``."""
     import minigrad
     import minigrad.nn.functional as mF
     import torch
@@ -102,21 +103,30 @@ def _suffix(hint: str) -> str:
 def compare(label: str, fn: Callable, args: list[Arg], rng: np.random.Generator, *,
             dtype: str = "float64", hint: str = "", forward: bool = True, backward: bool = True) -> None:
     """Run ``fn`` on minigrad and on torch; the forward values and every input's gradient (for a
-    random upstream gradient) must agree, with the input's shape and dtype."""
-    mgns, tns = namespaces()
-    mg, torch = mgns.lib, tns.lib
+    random upstream gradient) must agree, with the input's shape and dtype.
+
+    minigrad runs first, forward and backward, and torch is imported only then: an unfinished
+    task fails with its NotImplementedError without paying for torch's import."""
+    import minigrad as mg
+
+    import minigrad.nn.functional as mF
+
+    mgns = _NS(mg, mF, False)
     where = f"for {fmt_shapes(args)} in {dtype}"
 
-    def make(ns, a: Arg):
+    def as_dtype(a: Arg) -> np.ndarray:
         v = np.asarray(a.value)
-        dt = dtype if v.dtype.kind == "f" else v.dtype
-        if ns.is_torch:
-            return torch.tensor(v.astype(dt), requires_grad=a.grad)
-        return mg.tensor(v.astype(dt), dtype=dt, requires_grad=a.grad)
+        return v.astype(dtype) if v.dtype.kind == "f" else v
 
-    m_in = [make(mgns, a) for a in args]
-    t_in = [make(tns, a) for a in args]
-    m_out, t_out = fn(mgns, *m_in), fn(tns, *t_in)
+    m_in = [mg.tensor(as_dtype(a), dtype=as_dtype(a).dtype, requires_grad=a.grad) for a in args]
+    m_out = fn(mgns, *m_in)
+    g = rng.standard_normal(tuple(m_out.shape)).astype(dtype)
+    if backward:
+        m_out.backward(mg.tensor(g, dtype=dtype))
+    _, tns = namespaces()
+    torch = tns.lib
+    t_in = [torch.tensor(as_dtype(a), requires_grad=a.grad) for a in args]
+    t_out = fn(tns, *t_in)
     want = t_out.detach().numpy()
     if tuple(m_out.shape) != want.shape:
         raise TaskFailure(f"{label}: output has shape {tuple(m_out.shape)}, torch gives {want.shape} "
@@ -130,9 +140,7 @@ def compare(label: str, fn: Callable, args: list[Arg], rng: np.random.Generator,
             raise TaskFailure(f"{label}: output is {m_out.dtype} for {dtype} inputs (keep the dtype)")
     if not backward:
         return
-    g = rng.standard_normal(want.shape)
-    m_out.backward(mg.tensor(g.astype(dtype), dtype=dtype))
-    t_out.backward(torch.tensor(g.astype(dtype)))
+    t_out.backward(torch.tensor(g))
     for a, m, t in zip(args, m_in, t_in):
         if not a.grad:
             continue

@@ -29,9 +29,11 @@ def load_all() -> list[Assignment]:
             raise TypeError(f"course/assignments/{name}.py defines no ASSIGNMENT = Assignment(...)")
         out.append(module.ASSIGNMENT)
     ids = [t.id for a in out for t in a.tasks]
-    dup = sorted({i for i in ids if ids.count(i) > 1})
-    if dup:
-        raise ValueError(f"task ids used twice: {dup}")
+    blanks = [b for a in out for t in a.tasks for b in t.blanks]
+    for what, items in (("task ids", ids), ("blanks", blanks)):
+        dup = sorted({i for i in items if items.count(i) > 1})
+        if dup:
+            raise ValueError(f"{what} used by two tasks: {dup}")
     return out
 
 
