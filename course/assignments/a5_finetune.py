@@ -170,9 +170,11 @@ def check_param_groups(rng: np.random.Generator) -> None:
         if sorted(got.get(decay, [])) != sorted(want_names):
             extra = sorted(set(got.get(decay, [])) - set(want_names))[:4]
             missing = sorted(set(want_names) - set(got.get(decay, [])))[:4]
-            fail(f"param_groups(model, {wd:.3g}): the group with weight_decay={decay:.3g} has "
-                 f"unexpected {extra} and lacks {missing} (decay weight matrices and embeddings; "
-                 "not biases, not LayerNorm weights; leave frozen parameters out)")
+            wrong = ", ".join(s for s in (extra and f"wrongly holds {extra}",
+                                          missing and f"lacks {missing}") if s)
+            fail(f"param_groups(model, {wd:.3g}): the group with weight_decay={decay:.3g} {wrong} "
+                 "(decay weight matrices and embeddings; not biases, not LayerNorm weights; leave "
+                 "frozen parameters out)")
 
 
 def check_head_loss(rng: np.random.Generator) -> None:

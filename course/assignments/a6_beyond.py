@@ -112,7 +112,7 @@ def check_apply_lora(rng: np.random.Generator) -> None:
             hf.save_pretrained(base_dir)
         ours = ours_from_hf(hf, "BertForSequenceClassification", float64=False)
         choices = ["query", "key", "value", "dense"]
-        targets = list(rng.choice(choices, size=int(rng.integers(1, 4)), replace=False))
+        targets = [str(t) for t in rng.choice(choices, size=int(rng.integers(1, 4)), replace=False)]
         r, alpha = int(rng.integers(1, 5)), float(rng.choice([2.0, 8.0]))
         try:
             P.apply_lora(ours, ["query", "no_such_layer"], r=r)
