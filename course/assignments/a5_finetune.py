@@ -281,7 +281,8 @@ def check_train_step(rng: np.random.Generator) -> None:
 ASSIGNMENT = Assignment(id="a5", title="Fine-tuning: AdamW, warmup, clipping, the training step", tasks=[
     Task("a5.adam", "Adam and AdamW: one update, torch's order", 5,
          ["minigrad/optim/adam.py:Adam._update"],
-         "state step/exp_avg/exp_avg_sq; bias-correct both moments; decoupled decay for AdamW",
+         "grad and p._data are raw arrays (xp = p._xp), update p._data; keep step, exp_avg, "
+         "exp_avg_sq in state; bias-correct both moments; AdamW decays p._data by (1 - lr*wd) first",
          check_adam),
     Task("a5.schedule", "Linear warmup, then linear decay to 0", 2,
          ["minigrad/optim/lr_scheduler.py:get_linear_schedule_with_warmup"],

@@ -285,7 +285,8 @@ ASSIGNMENT = Assignment(id="a6", title="Beyond: LoRA and adversarial training (F
     Task("a6.lora_merge", "Merging ΔW = (α/r) B A into W, and back", 3,
          ["mini_bert/peft.py:LoRALinear.delta_weight", "mini_bert/peft.py:LoRALinear.merge",
           "mini_bert/peft.py:LoRALinear.unmerge"],
-         "ΔW = (B A) · scaling; merge: W += ΔW once; unmerge: put the original W back",
+         "ΔW = (B A)·scaling on the raw arrays (.weight._data); merge: W += ΔW once, remembering "
+         "the original array; unmerge: put it back",
          check_lora_merge),
     Task("a6.apply_lora", "apply_lora: wrap the targets, freeze the rest (as peft)", 4,
          ["mini_bert/peft.py:apply_lora"],
@@ -294,7 +295,8 @@ ASSIGNMENT = Assignment(id="a6", title="Beyond: LoRA and adversarial training (F
     Task("a6.fgm", "FGM: one step of size eps along g/||g||", 4,
          ["mini_bert/adversarial.py:_EmbeddingAttack._step", "mini_bert/adversarial.py:_EmbeddingAttack.restore",
           "mini_bert/adversarial.py:FGM.attack", "mini_bert/adversarial.py:FGM._adversarial_backward"],
-         "back up E, E += eps g/||g||, backward the loss again (grads add), restore E", check_fgm),
+         "_step: p._data = p._data + size·g/||g|| (a new array); attack: back up p._data first; "
+         "backward the loss again (grads add); restore the backed-up arrays", check_fgm),
     Task("a6.pgd", "PGD: K projected steps inside the eps-ball", 5,
          ["mini_bert/adversarial.py:PGD.attack", "mini_bert/adversarial.py:PGD.project",
           "mini_bert/adversarial.py:PGD._adversarial_backward"],
@@ -304,6 +306,7 @@ ASSIGNMENT = Assignment(id="a6", title="Beyond: LoRA and adversarial training (F
          ["mini_bert/adversarial.py:_EmbeddingAttack._take_grads",
           "mini_bert/adversarial.py:_EmbeddingAttack._add_grads",
           "mini_bert/adversarial.py:_EmbeddingAttack.backward"],
-         "set earlier grads aside, backward + attack on this batch alone, then add them back",
+         "set the trainable params' .grad aside (and clear them), loss.backward() + the attack on "
+         "this batch alone, then add the earlier grads back as new Tensors",
          check_accumulation),
 ])
