@@ -6,12 +6,22 @@
     x.grad  # tensor([2., 4.])
 """
 from . import nn, optim, viz  # noqa: F401
-from .autograd import Context, Function, enable_grad, is_grad_enabled, no_grad  # noqa: F401
-from .creation import (arange, bool_, cat, float32, float64, full, int64, ones, ones_like,  # noqa: F401
-                       rand, randn, stack, tensor, where, zeros, zeros_like)
+from .autograd import (Context, Function, enable_grad, is_grad_enabled, no_grad,  # noqa: F401
+                       set_grad_enabled)
+from .creation import (arange, bool_, cat, empty, empty_like, eye, float16, float32,  # noqa: F401
+                       float64, from_numpy, full, full_like, int64, is_tensor, linspace, ones,
+                       ones_like, rand, rand_like, randint, randn, randn_like, stack, tensor, where,
+                       zeros, zeros_like)
+from .functions import (abs, allclose, argmax, argmin, clamp, clone, equal, exp, flatten,  # noqa: F401
+                        log, log_softmax, matmul, max, maximum, mean, min, minimum, pow, relu,
+                        reshape, sigmoid, softmax, sqrt, squeeze, sum, tanh, transpose, unsqueeze)
 from .gradcheck import GradcheckError, gradcheck  # noqa: F401
 from .profiler import profile  # noqa: F401
 from .random import get_rng_state, manual_seed, set_rng_state  # noqa: F401
 from .tensor import Tensor  # noqa: F401
 
 bool = bool_  # torch spells it minigrad.bool
+long = int64
+half = float16
+float = float32  # noqa: A001 - torch.float is float32
+double = float64

@@ -27,24 +27,48 @@ def is_grad_enabled() -> bool:
     return getattr(_state, "grad_enabled", True)
 
 
-@contextlib.contextmanager
-def _grad_mode(enabled: bool):
-    prev = is_grad_enabled()
-    _state.grad_enabled = enabled
-    try:
-        yield
-    finally:
-        _state.grad_enabled = prev
+class _GradMode(contextlib.ContextDecorator):
+    """A context manager that is also a decorator, with or without parentheses, as torch's:
+    ``with no_grad():``, ``@no_grad()`` and ``@no_grad``."""
+
+    enabled = True
+
+    def __new__(cls, func=None):
+        self = super().__new__(cls)
+        return self(func) if callable(func) else self
+
+    def __enter__(self):
+        self.prev = is_grad_enabled()
+        _state.grad_enabled = self.enabled
+
+    def __exit__(self, *exc):
+        _state.grad_enabled = self.prev
 
 
-def no_grad():
-    """Context manager (and decorator) under which no graph is recorded."""
-    return _grad_mode(False)
+class no_grad(_GradMode):
+    """No graph is recorded inside (optimizers update parameters under it)."""
+
+    enabled = False
 
 
-def enable_grad():
-    """Context manager that turns graph recording back on inside ``no_grad``."""
-    return _grad_mode(True)
+class enable_grad(_GradMode):
+    """Graph recording turned back on inside ``no_grad``."""
+
+    enabled = True
+
+
+class set_grad_enabled(_GradMode):
+    """Recording on or off from the call on (``torch.set_grad_enabled(False)``), or for a ``with``
+    block only (``with set_grad_enabled(train):``), restoring the previous mode at its end."""
+
+    def __new__(cls, mode: bool):
+        self = object.__new__(cls)
+        self.prev, self.enabled = is_grad_enabled(), bool(mode)
+        _state.grad_enabled = self.enabled
+        return self
+
+    def __enter__(self):
+        pass
 
 
 def _freed_error(node) -> RuntimeError:
@@ -61,15 +85,18 @@ class Context:
     its parents' *nodes*, never to their output Tensors, so an intermediate result that no
     backward needs is freed as soon as the user drops it (torch's graph works the same way).
     ``shapes`` keeps each input's shape for unbroadcast. ``needs_input_grad`` is known before
-    ``forward`` runs, so an op can skip saving what no gradient will need.
+    ``forward`` runs, so an op can skip saving what no gradient will need. ``versions`` holds, for
+    each saved array that is an input's or the output's storage, (its tensor's version counter,
+    the version when saved, its position in ``saved``): an in-place change after that is an error
+    at backward time, as in torch, instead of a wrong gradient.
     """
 
     __slots__ = ("fn", "xp", "device", "parents", "shapes", "needs_input_grad", "saved", "freed",
-                 "__dict__")
+                 "versions", "__dict__")
 
     def __init__(self, fn, xp, device, needs_input_grad: tuple):
         self.fn, self.xp, self.device, self.needs_input_grad = fn, xp, device, needs_input_grad
-        self.saved, self.freed, self.parents, self.shapes = (), False, (), ()
+        self.saved, self.freed, self.parents, self.shapes, self.versions = (), False, (), (), ()
 
     def save_for_backward(self, *arrays) -> None:
         self.saved = arrays
@@ -82,6 +109,31 @@ class Context:
 
     def name(self) -> str:
         return self.fn.__name__ + "Backward"
+
+    def record_versions(self, inputs, raw, out) -> None:
+        """Note the version of every saved array that is an input's (or ``out``'s) storage."""
+        found = []
+        for i, s in enumerate(self.saved):
+            if s is None or not hasattr(s, "shape"):
+                continue
+            if s is out._data:
+                found.append((out._vc, out._vc[0], i))
+                continue
+            for a, r in zip(inputs, raw):
+                if r is s and a is not r:
+                    found.append((a._vc, a._vc[0], i))
+                    break
+        self.versions = tuple(found)
+
+    def check_versions(self) -> None:
+        for counter, version, i in self.versions:
+            if counter[0] != version:
+                s = self.saved[i]
+                raise RuntimeError(
+                    "one of the variables needed for gradient computation has been modified by an "
+                    f"inplace operation: [{self.xp.dtype_of(s)} {list(s.shape)}], saved by "
+                    f"{self.name()}, is at version {counter[0]}; expected version {version} instead. "
+                    "Hint: use an out-of-place op (x = x + 1) or .clone() the tensor before changing it.")
 
     def __repr__(self) -> str:
         return f"<{self.name()}>"
@@ -130,7 +182,10 @@ class Function:
         ctx.parents = tuple((a if a.grad_fn is None else a.grad_fn) if isinstance(a, Tensor)
                             else None for a in args)
         ctx.shapes = tuple(a._data.shape if isinstance(a, Tensor) else None for a in args)
-        return Tensor._make(out, xp, device, grad_fn=ctx)
+        result = Tensor._make(out, xp, device, grad_fn=ctx)
+        if ctx.saved:
+            ctx.record_versions(args, raw, result)
+        return result
 
 
 def unbroadcast(xp, grad, shape: tuple):
@@ -183,13 +238,17 @@ def backward(root, grad, retain_graph: bool = False) -> None:
             continue
         if node.freed:
             raise _freed_error(node)
+        if node.versions:
+            node.check_versions()
         if _profiler is None:
             grads = node.fn.backward(node, entry[0])
         else:
             grads = _profiler.run_backward(node, entry[0])
         if not isinstance(grads, tuple):
             grads = (grads,)
-        if not retain_graph:
+        if not retain_graph and any(hasattr(s, "shape") for s in node.saved):
+            # Only nodes holding arrays are freed: one that saved nothing (or only Python numbers)
+            # stays usable, so a second backward through it works, as in torch.
             node.saved, node.freed = (), True
         for parent, shape, g, need in zip(node.parents, node.shapes, grads, node.needs_input_grad):
             if not need or g is None:
@@ -205,7 +264,7 @@ def backward(root, grad, retain_graph: bool = False) -> None:
                 slot[0] += g
             else:
                 slot[0], slot[1] = slot[0] + g, True
-        if not retain_graph:
+        if node.freed:
             node.parents = ()  # drop the links so nodes (and what they saved) die as we go
 
 

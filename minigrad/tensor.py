@@ -2,22 +2,25 @@
 
 Every differentiable method is a one-line call of an op in ``minigrad.ops``; the arithmetic lives
 there. Dimensions follow torch: ``dim`` may be negative, a tuple, or None for all of them.
+In-place methods (``add_``, ``t[i] = v``, ``+=``, ...) and their rules are in ``inplace.py``.
 """
 from __future__ import annotations
 
+import math
 from collections import namedtuple
 from typing import Any, Sequence
 
 import numpy as np
 
-from . import autograd
-from .backend import backend_of_array, resolve
-from .ops import elementwise as E
-from .ops import reduce as R
-from .ops import shape as S
+from . import autograd, dtypes
+from .backend import backend_of_array, numpy_backend, resolve
+from .inplace import InplaceMixin
+from .ops.elementwise import (Abs, Add, Clamp, Div, Erf, Exp, Log, Maximum, Minimum, Mul, Neg, Pow,
+                              Relu, ScalarPow, Sigmoid, Sqrt, Sub, Tanh, Where)
+from .ops.reduce import Amax, MatMul, Mean, Sum, Var
+from .ops.shape import Expand, Gather, Index, Permute, Reshape
 
-MaxResult = namedtuple("MaxResult", ["values", "indices"])
-_FLOATS = (np.dtype("float32"), np.dtype("float64"))
+MaxResult = namedtuple("MaxResult", ["values", "indices"])  # torch.return_types.max / min
 
 
 def _norm_dim(dim, ndim: int):
@@ -31,15 +34,42 @@ def _norm_dim(dim, ndim: int):
     return dim % max(ndim, 1)
 
 
-def _canonical_dtype(dtype):
-    dt = np.dtype(dtype)
-    if dt.kind == "i" or dt.kind == "u":
-        return np.dtype("int64")
-    return dt
+def shape_arg(shape: tuple) -> tuple:
+    """torch takes a shape as varargs or as one tuple/list: ``view(2, 3)`` and ``view((2, 3))``."""
+    return tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else tuple(shape)
 
 
-class Tensor:
-    __slots__ = ("_data", "grad", "requires_grad", "grad_fn", "device", "_xp", "_vc", "__weakref__")
+def _raw(x):
+    return x._data if isinstance(x, Tensor) else x
+
+
+def _promote(a, b, true_divide: bool = False) -> tuple:
+    """Cast a numpy-backend op's operands to torch's result dtype (see dtypes.py); the torch
+    backend promotes by torch's rules itself. The common cases return at once."""
+    ra, rb = _raw(a), _raw(b)
+    da, db = getattr(ra, "dtype", None), getattr(rb, "dtype", None)
+    if da is db and not (true_divide and da.kind != "f"):
+        return a, b
+    if (type(rb) is float or type(rb) is int) and da is not None and da.kind == "f":
+        return a, b
+    if (type(ra) is float or type(ra) is int) and db is not None and db.kind == "f":
+        return a, b
+    target = dtypes.result_type(*(np.asarray(x._data) if isinstance(x, Tensor) else x for x in (a, b)),
+                                true_divide=true_divide)
+    return tuple(x.to(dtype=target) if isinstance(x, Tensor) and x.dtype != target else
+                 x.item() if isinstance(x, np.generic) else x for x in (a, b))
+
+
+def _binary(fn, a, b, true_divide: bool = False):
+    t = a if isinstance(a, Tensor) else b
+    if t._xp is numpy_backend:
+        a, b = _promote(a, b, true_divide)
+    return fn.apply(a, b)
+
+
+class Tensor(InplaceMixin):
+    __slots__ = ("_data", "grad", "requires_grad", "grad_fn", "device", "_xp", "_vc", "_base",
+                 "__weakref__")
     __array_priority__ = 1000  # so that numpy_array * tensor calls our __rmul__
 
     def __init__(self, data: Any, requires_grad: bool = False, dtype=None, device=None):
@@ -52,24 +82,32 @@ class Tensor:
                 dtype = src_xp.dtype_of(data)
             else:  # Python data: floats -> float32, ints -> int64, as torch.tensor does
                 dtype = np.asarray(data).dtype
-                dtype = np.dtype("float32") if dtype.kind == "f" else dtype
+                dtype = dtypes.DEFAULT_FLOAT if dtype.kind == "f" else dtype
         if src_xp is not xp:  # across backends, data goes through host memory
             data = src_xp.to_numpy(data)
-        self._data = xp.array(data, dtype=_canonical_dtype(dtype), device=dev)
-        self._vc = [0]
-        self._xp, self.device = xp, dev
+        self._data = xp.array(data, dtype=dtypes.canonical(dtype), device=dev)
+        self._xp, self.device, self._vc = xp, dev, [0]
         self.grad, self.grad_fn = None, None
         self.requires_grad = False
         self.requires_grad_(requires_grad)
 
     @classmethod
     def _make(cls, data, xp, device, grad_fn=None) -> "Tensor":
-        """Wrap a raw array without checks: the fast path every op result takes."""
+        """Wrap a raw array without checks: the fast path every op result takes. ``_vc`` is the
+        version counter, shared with views of the same storage (see inplace.py)."""
         t = object.__new__(cls)
-        t._data, t._xp, t.device, t.grad, t.grad_fn = data, xp, device, None, grad_fn
-        t._vc = [0]
+        t._data, t._xp, t.device, t.grad, t.grad_fn, t._vc = data, xp, device, None, grad_fn, [0]
         t.requires_grad = grad_fn is not None
         return t
+
+    def _view(self, out: "Tensor") -> "Tensor":
+        """``out`` came from a view op: if it shares self's memory it shares the version counter
+        too, so an in-place change through either is seen by every backward that saved the other."""
+        if self._xp.shares_memory(out._data, self._data):
+            out._vc = self._vc
+            base = getattr(self, "_base", None)
+            out._base = self if base is None else base
+        return out
 
     # ---- metadata ------------------------------------------------------------------------------
     @property
@@ -88,6 +126,11 @@ class Tensor:
     def is_leaf(self) -> bool:
         return self.grad_fn is None
 
+    @property
+    def _version(self) -> int:
+        """How many in-place changes this tensor's storage has seen (torch's ``_version``)."""
+        return self._vc[0]
+
     def dim(self) -> int:
         return self.ndim
 
@@ -95,10 +138,20 @@ class Tensor:
         return self.shape if dim is None else self.shape[dim]
 
     def numel(self) -> int:
-        return int(np.prod(self.shape))
+        return math.prod(self.shape)
+
+    def is_floating_point(self) -> bool:
+        return self.dtype in dtypes.FLOATS
 
     def __len__(self) -> int:
+        if self.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
         return self.shape[0]
+
+    def __iter__(self):
+        if self.ndim == 0:
+            raise TypeError("iteration over a 0-d tensor")
+        return (self[i] for i in range(self.shape[0]))
 
     def __repr__(self) -> str:
         extra = f", grad_fn=<{self.grad_fn.name()}>" if self.grad_fn else (
@@ -106,9 +159,34 @@ class Tensor:
         dev = "" if self.device == "cpu" else f", device='{self.device}'"
         return f"tensor({np.array2string(self.numpy(), separator=', ')}{dev}{extra})"
 
+    # ---- Python scalars: one-element tensors only, as in torch ----------------------------------
+    def _scalar(self, what: str):
+        if self.numel() != 1:
+            raise RuntimeError(f"{what} with more than one value is ambiguous" if what.startswith("Bool")
+                               else f"only one element tensors can be converted to Python scalars "
+                                    f"({what}), this one has shape {self.shape}")
+        return self.numpy().reshape(()).item()
+
+    def __bool__(self) -> bool:
+        return bool(self._scalar("Boolean value of Tensor"))
+
+    def __float__(self) -> float:
+        return float(self._scalar("float()"))
+
+    def __int__(self) -> int:
+        return int(self._scalar("int()"))
+
+    def __index__(self) -> int:
+        if self.dtype.kind not in "iub" or self.numel() != 1:
+            raise TypeError("only integer tensors of a single element can be converted to an index")
+        return int(self._scalar("index"))
+
+    def item(self) -> float | int | bool:
+        return self._scalar("item()")
+
     # ---- autograd ------------------------------------------------------------------------------
     def requires_grad_(self, flag: bool = True) -> "Tensor":
-        if flag and self.dtype not in _FLOATS:
+        if flag and self.dtype not in dtypes.FLOATS:
             raise RuntimeError(f"only float tensors can require gradients, not {self.dtype}")
         if self.grad_fn is not None and not flag:
             raise RuntimeError("requires_grad can only be turned off on leaf tensors; use detach()")
@@ -133,8 +211,10 @@ class Tensor:
 
     @property
     def data(self) -> "Tensor":
-        """torch's contract: the same storage (and version counter), detached, requires_grad=False.
-        The raw backend array is ``_data``, internal to minigrad."""
+        """torch's contract: the same storage, detached, requires_grad=False. Unlike torch it also
+        shares the version counter, so a backward that saved this storage refuses to run after an
+        in-place change through ``.data`` instead of silently using the new values. The raw backend
+        array is ``_data``, internal to minigrad."""
         t = Tensor._make(self._data, self._xp, self.device)
         t._vc = self._vc
         return t
@@ -149,13 +229,13 @@ class Tensor:
         self._data = value._data
 
     def detach(self) -> "Tensor":
-        t = Tensor._make(self._data, self._xp, self.device)
-        t._vc = self._vc
-        return t
+        """Same storage and version counter, no history (torch's detach)."""
+        return self.data
 
-    def zero_(self) -> "Tensor":
-        self._data = self._xp.fill_(self._data, 0)
-        self._vc[0] += 1
+    def detach_(self) -> "Tensor":
+        if getattr(self, "_base", None) is not None and self.grad_fn is not None:
+            raise RuntimeError("detach_() on a view that has history is not supported; use detach()")
+        self.grad_fn, self.requires_grad = None, False
         return self
 
     # ---- conversion ----------------------------------------------------------------------------
@@ -164,147 +244,231 @@ class Tensor:
             return np.asarray(self._xp.to_numpy(self._data)).copy()
         return np.asarray(self._xp.to_numpy(self._data))
 
-    def item(self) -> float | int | bool:
-        if self.numel() != 1:
-            raise ValueError(f"item() needs a one-element tensor, this one has shape {self.shape}")
-        return self.numpy().reshape(()).item()
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        return self.numpy() if dtype is None else self.numpy().astype(dtype)
 
     def tolist(self) -> list:
         return self.numpy().tolist()
 
-    def to(self, device=None, dtype=None) -> "Tensor":
-        """A copy on ``device`` and/or of ``dtype``; gradients flow back through it (ToCopy op)."""
+    def to(self, *args, **kwargs) -> "Tensor":
+        """torch's forms: ``to(device)``, ``to(dtype)``, ``to(device, dtype)``, ``to(other_tensor)``,
+        and ``device=``/``dtype=`` keywords. A copy when anything changes, else self; gradients flow
+        back through it (ToCopy op)."""
         from .ops.convert import ToCopy
 
+        device, dtype = kwargs.pop("device", None), kwargs.pop("dtype", None)
+        kwargs.pop("non_blocking", None)
+        if kwargs:
+            raise TypeError(f"to() got unexpected keyword arguments {sorted(kwargs)}")
+        for a in args:
+            if isinstance(a, Tensor):
+                device, dtype = a.device, a.dtype
+            elif isinstance(a, str):
+                device = a
+            elif a is not None:
+                dtype = a
         xp, dev = resolve(device) if device is not None else (self._xp, self.device)
         if dev == self.device and (dtype is None or np.dtype(dtype) == self.dtype):
             return self
-        return ToCopy.apply(self, xp=xp, device=dev, dtype=dtype)
+        return ToCopy.apply(self, xp=xp, device=dev, dtype=None if dtype is None else dtypes.canonical(dtype))
 
     def cpu(self) -> "Tensor":
         return self.to("cpu")
 
     def float(self) -> "Tensor":
-        return self.to(dtype=np.float32)
+        return self.to(dtype=dtypes.float32)
 
     def double(self) -> "Tensor":
-        return self.to(dtype=np.float64)
+        return self.to(dtype=dtypes.float64)
+
+    def half(self) -> "Tensor":
+        return self.to(dtype=dtypes.float16)
 
     def long(self) -> "Tensor":
-        return self.to(dtype=np.int64)
+        return self.to(dtype=dtypes.int64)
+
+    def bool(self) -> "Tensor":
+        return self.to(dtype=dtypes.bool_)
+
+    def type_as(self, other: "Tensor") -> "Tensor":
+        return self.to(dtype=other.dtype)
+
+    def clone(self) -> "Tensor":
+        """A copy with its own storage; the gradient flows back unchanged."""
+        from .ops.convert import ToCopy
+
+        return ToCopy.apply(self, xp=self._xp, device=self.device)
+
+    def contiguous(self) -> "Tensor":
+        return self  # backends handle layouts themselves; values are what minigrad promises
 
     # ---- arithmetic ----------------------------------------------------------------------------
-    def __add__(self, o): return E.Add.apply(self, o)
-    def __radd__(self, o): return E.Add.apply(o, self)
-    def __sub__(self, o): return E.Sub.apply(self, o)
-    def __rsub__(self, o): return E.Sub.apply(o, self)
-    def __mul__(self, o): return E.Mul.apply(self, o)
-    def __rmul__(self, o): return E.Mul.apply(o, self)
-    def __truediv__(self, o): return E.Div.apply(self, o)
-    def __rtruediv__(self, o): return E.Div.apply(o, self)
-    def __matmul__(self, o): return R.MatMul.apply(self, o)
-    def __rmatmul__(self, o): return R.MatMul.apply(o, self)
-    def __neg__(self): return E.Neg.apply(self)
+    def __add__(self, o): return _binary(Add, self, o)
+    def __radd__(self, o): return _binary(Add, o, self)
+    def __sub__(self, o): return _binary(Sub, self, o)
+    def __rsub__(self, o): return _binary(Sub, o, self)
+    def __mul__(self, o): return _binary(Mul, self, o)
+    def __rmul__(self, o): return _binary(Mul, o, self)
+    def __truediv__(self, o): return _binary(Div, self, o, true_divide=True)
+    def __rtruediv__(self, o): return _binary(Div, o, self, true_divide=True)
+    def __matmul__(self, o): return MatMul.apply(self, o)
+    def __rmatmul__(self, o): return MatMul.apply(o, self)
+    def __neg__(self): return Neg.apply(self)
+    def __abs__(self): return self.abs()
 
     def __pow__(self, p):
         if isinstance(p, Tensor):
-            raise TypeError("minigrad supports only a constant (Python number) exponent")
-        return E.Pow.apply(self, p)
+            raise TypeError("minigrad supports a constant (Python number) exponent, or a constant base")
+        t, p = _promote(self, p) if self._xp is numpy_backend else (self, p)
+        return Pow.apply(t, p)
 
-    def __rpow__(self, base):  # base ** self = exp(self * ln base)
-        return (self * float(np.log(base))).exp()
+    pow = __pow__
 
-    # Comparisons give bool tensors outside the graph, as in torch.
+    def __rpow__(self, base):
+        t = self.float() if isinstance(base, float) and self.dtype.kind != "f" else self
+        return ScalarPow.apply(t, base)
+
+    def __invert__(self) -> "Tensor":
+        if self.dtype.kind not in "ib":
+            raise TypeError("~ (operator.invert) is only implemented on integer and Boolean-type tensors")
+        return Tensor._make(~self._data, self._xp, self.device)
+
+    # Comparisons give bool tensors outside the graph, as in torch. numpy scalars count as Python
+    # numbers (torch's "weak" scalars): t == np.float64(0.1) compares in t's dtype.
     def _compare(self, o, op) -> "Tensor":
-        return Tensor._make(op(self._data, o._data if isinstance(o, Tensor) else o), self._xp, self.device)
+        o = o._data if isinstance(o, Tensor) else o.item() if isinstance(o, np.generic) else o
+        return Tensor._make(op(self._data, o), self._xp, self.device)
 
     def __lt__(self, o): return self._compare(o, lambda a, b: a < b)
     def __le__(self, o): return self._compare(o, lambda a, b: a <= b)
     def __gt__(self, o): return self._compare(o, lambda a, b: a > b)
     def __ge__(self, o): return self._compare(o, lambda a, b: a >= b)
-    def eq(self, o): return self._compare(o, lambda a, b: a == b)
-    def ne(self, o): return self._compare(o, lambda a, b: a != b)
-    __hash__ = object.__hash__
+    def __eq__(self, o): return self._compare(o, lambda a, b: a == b)  # type: ignore[override]
+    def __ne__(self, o): return self._compare(o, lambda a, b: a != b)  # type: ignore[override]
+    eq, ne, lt, le, gt, ge = __eq__, __ne__, __lt__, __le__, __gt__, __ge__
+    __hash__ = object.__hash__  # identity, so tensors work as dict keys and in sets, as torch's
 
-    def exp(self): return E.Exp.apply(self)
-    def log(self): return E.Log.apply(self)
-    def sqrt(self): return E.Sqrt.apply(self)
-    def abs(self): return E.Abs.apply(self)
-    def tanh(self): return E.Tanh.apply(self)
-    def sigmoid(self): return E.Sigmoid.apply(self)
-    def relu(self): return E.Relu.apply(self)
-    def erf(self): return E.Erf.apply(self)
+    def exp(self): return Exp.apply(self._floating())
+    def log(self): return Log.apply(self._floating())
+    def sqrt(self): return Sqrt.apply(self._floating())
+    def abs(self): return Abs.apply(self)
+    def tanh(self): return Tanh.apply(self._floating())
+    def sigmoid(self): return Sigmoid.apply(self._floating())
+    def relu(self): return Relu.apply(self)
+    def erf(self): return Erf.apply(self._floating())
+
+    def _floating(self) -> "Tensor":
+        """Integer input to a float function gives the default float dtype, as in torch."""
+        return self.float() if self.dtype.kind != "f" else self
+
+    def clamp(self, min=None, max=None) -> "Tensor":
+        return Clamp.apply(self, lo=min, hi=max)
+
+    clip = clamp
+
+    def maximum(self, other: "Tensor") -> "Tensor":
+        return _binary(Maximum, self, other)
+
+    def minimum(self, other: "Tensor") -> "Tensor":
+        return _binary(Minimum, self, other)
 
     # ---- reductions ----------------------------------------------------------------------------
     def sum(self, dim=None, keepdim: bool = False) -> "Tensor":
-        return R.Sum.apply(self, axis=_norm_dim(dim, self.ndim), keepdims=keepdim)
+        return Sum.apply(self, axis=_norm_dim(dim, self.ndim), keepdims=keepdim)
 
     def mean(self, dim=None, keepdim: bool = False) -> "Tensor":
-        return R.Mean.apply(self, axis=_norm_dim(dim, self.ndim), keepdims=keepdim)
+        return Mean.apply(self, axis=_norm_dim(dim, self.ndim), keepdims=keepdim)
 
     def var(self, dim=None, unbiased: bool | None = None, keepdim: bool = False, *,
             correction: int | None = None) -> "Tensor":
         if correction is None:
             correction = 0 if unbiased is False else 1
-        return R.Var.apply(self, axis=_norm_dim(dim, self.ndim), correction=correction,
-                           keepdims=keepdim)
+        return Var.apply(self, axis=_norm_dim(dim, self.ndim), correction=correction, keepdims=keepdim)
 
-    def max(self, dim: int | None = None, keepdim: bool = False):
-        """Without ``dim``: the max (ties share the gradient). With ``dim``: (values, indices), the
-        gradient going to the returned index only, as torch does."""
+    def std(self, dim=None, unbiased: bool | None = None, keepdim: bool = False, *,
+            correction: int | None = None) -> "Tensor":
+        return self.var(dim, unbiased, keepdim, correction=correction).sqrt()
+
+    def max(self, dim=None, keepdim: bool = False):
+        """torch's three forms: ``max()`` the largest value (ties share the gradient); ``max(dim)``
+        (values, indices), the gradient going to the returned index only; ``max(other)`` elementwise."""
+        if isinstance(dim, Tensor):
+            return self.maximum(dim)
+        return self._extreme(dim, keepdim, largest=True)
+
+    def min(self, dim=None, keepdim: bool = False):
+        """As ``max``, for the smallest."""
+        if isinstance(dim, Tensor):
+            return self.minimum(dim)
+        return self._extreme(dim, keepdim, largest=False)
+
+    def _extreme(self, dim, keepdim: bool, largest: bool):
         if dim is None:
-            return R.Amax.apply(self, axis=None, keepdims=False)
+            return self.amax() if largest else self.amin()
         axis = _norm_dim(dim, self.ndim)
-        idx = self._xp.argmax(self._data, axis, keepdims=True)
-        values = S.Gather.apply(self, idx, axis)
+        idx = (self._xp.argmax if largest else self._xp.argmin)(self._data, axis, keepdims=True)
+        values = Gather.apply(self, idx, axis)
         indices = Tensor._make(idx, self._xp, self.device)
         if not keepdim:
             values, indices = values.squeeze(axis), indices.squeeze(axis)
         return MaxResult(values, indices)
 
     def amax(self, dim=None, keepdim: bool = False) -> "Tensor":
-        return R.Amax.apply(self, axis=_norm_dim(dim, self.ndim), keepdims=keepdim)
+        return Amax.apply(self, axis=_norm_dim(dim, self.ndim), keepdims=keepdim)
+
+    def amin(self, dim=None, keepdim: bool = False) -> "Tensor":
+        return -(-self).amax(dim, keepdim)  # min a = -max(-a), ties sharing the gradient likewise
 
     def argmax(self, dim: int | None = None, keepdim: bool = False) -> "Tensor":
+        return self._arg(self._xp.argmax, dim, keepdim)
+
+    def argmin(self, dim: int | None = None, keepdim: bool = False) -> "Tensor":
+        return self._arg(self._xp.argmin, dim, keepdim)
+
+    def _arg(self, fn, dim, keepdim: bool) -> "Tensor":
         if dim is None:
-            return Tensor._make(self._xp.argmax(self._xp.reshape(self._data, (-1,)), 0), self._xp, self.device)
-        return Tensor._make(self._xp.argmax(self._data, _norm_dim(dim, self.ndim), keepdims=keepdim),
-                            self._xp, self.device)
+            return Tensor._make(fn(self._xp.reshape(self._data, (-1,)), 0), self._xp, self.device)
+        return Tensor._make(fn(self._data, _norm_dim(dim, self.ndim), keepdims=keepdim), self._xp, self.device)
 
     # ---- shape ---------------------------------------------------------------------------------
     def reshape(self, *shape) -> "Tensor":
-        shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
-        return S.Reshape.apply(self, shape)
+        return self._view(Reshape.apply(self, shape_arg(shape)))
 
     view = reshape
 
+    def view_as(self, other: "Tensor") -> "Tensor":
+        return self.reshape(other.shape)
+
+    reshape_as = view_as
+
     def flatten(self, start_dim: int = 0, end_dim: int = -1) -> "Tensor":
+        if self.ndim == 0:
+            return self.reshape(1)
         s, e = _norm_dim(start_dim, self.ndim), _norm_dim(end_dim, self.ndim)
         return self.reshape(self.shape[:s] + (-1,) + self.shape[e + 1:])
 
     def permute(self, *dims) -> "Tensor":
-        dims = tuple(dims[0]) if len(dims) == 1 and isinstance(dims[0], (tuple, list)) else dims
-        return S.Permute.apply(self, tuple(_norm_dim(d, self.ndim) for d in dims))
+        return self._view(Permute.apply(self, tuple(_norm_dim(d, self.ndim) for d in shape_arg(dims))))
 
     def transpose(self, dim0: int, dim1: int) -> "Tensor":
         dims = list(range(self.ndim))
         a, b = _norm_dim(dim0, self.ndim), _norm_dim(dim1, self.ndim)
         dims[a], dims[b] = dims[b], dims[a]
-        return S.Permute.apply(self, tuple(dims))
+        return self.permute(dims)
 
     @property
     def T(self) -> "Tensor":
-        return S.Permute.apply(self, tuple(reversed(range(self.ndim))))
+        return self.permute(tuple(reversed(range(self.ndim))))
 
     @property
     def mT(self) -> "Tensor":
         return self.transpose(-2, -1)
 
     def expand(self, *shape) -> "Tensor":
-        shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+        shape = shape_arg(shape)
         lead = len(shape) - self.ndim
         full = tuple(self.shape[i - lead] if n == -1 else n for i, n in enumerate(shape))
-        return S.Expand.apply(self, full)
+        return self._view(Expand.apply(self, full))
 
     def squeeze(self, dim: int | None = None) -> "Tensor":
         if dim is None:
@@ -332,16 +496,11 @@ class Tensor:
         return tuple(out)
 
     def __getitem__(self, key) -> "Tensor":
-        if isinstance(key, Tensor):
-            key = key._data
-        elif isinstance(key, tuple):
-            key = tuple(k._data if isinstance(k, Tensor) else k for k in key)
-        return S.Index.apply(self, key=key)
+        return self._view(Index.apply(self, key=raw_key(key)))
 
     def masked_fill(self, mask: "Tensor", value: float) -> "Tensor":
         """Where ``mask`` is True, ``value``; elsewhere self (gradient flows only there)."""
-        m = mask._data if isinstance(mask, Tensor) else mask
-        return E.Where.apply(value, self, m)
+        return Where.apply(value, self, _raw(mask))
 
     def softmax(self, dim: int) -> "Tensor":
         from .nn import functional as F
@@ -352,3 +511,10 @@ class Tensor:
         from .nn import functional as F
 
         return F.log_softmax(self, dim)
+
+
+def raw_key(key):
+    """An index key with Tensors replaced by their raw arrays (a 0-d integer tensor by its int)."""
+    if isinstance(key, tuple):
+        return tuple(raw_key(k) for k in key)
+    return key._data if isinstance(key, Tensor) else key

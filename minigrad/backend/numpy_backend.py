@@ -11,13 +11,6 @@ import math
 
 import numpy as np
 
-name = "numpy"
-ndarray = np.ndarray
-
-float32 = np.dtype("float32")
-float64 = np.dtype("float64")
-int64 = np.dtype("int64")
-bool_ = np.dtype("bool")
 
 
 # ---- creation and conversion ------------------------------------------------------------------
@@ -54,8 +47,19 @@ def zeros_like(x):
     return np.zeros_like(x)
 
 
-def arange(n, dtype=int64, device=None):
-    return np.arange(n, dtype=dtype)
+def arange(start, end=None, step=1, dtype=np.dtype("int64"), device=None):
+    """torch.arange: [0, start) when ``end`` is None, else [start, end) by ``step``."""
+    if end is None:
+        start, end = 0, start
+    return np.arange(start, end, step, dtype=dtype)
+
+
+def eye(n, m, dtype, device=None):
+    return np.eye(n, m, dtype=dtype)
+
+
+def linspace(start, end, steps, dtype, device=None):
+    return np.linspace(start, end, steps, dtype=dtype)
 
 
 def copy(x):
@@ -72,9 +76,38 @@ def fill_(x, value):
     return np.full(np.shape(x), value, dtype=x.dtype)
 
 
+def _writable(x):
+    return x if isinstance(x, np.ndarray) and x.flags.writeable else np.array(x)
+
+
+def write_(dst, src):
+    """dst[...] = src (cast to dst's dtype) in place; returns the array written, a fresh one when
+    dst cannot be written (see ``fill_``)."""
+    dst = _writable(dst)
+    np.copyto(dst, src, casting="unsafe")
+    return dst
+
+
+def setitem_(x, key, value):
+    """x[key] = value in place (a fresh array when x cannot be written); returns the array."""
+    x = _writable(x)
+    x[key] = value
+    return x
+
+
+def shares_memory(a, b) -> bool:
+    """Whether two arrays may overlap in memory (a bounds check, not an exact test: a view op's
+    result that does is a view, and gets its base's version counter)."""
+    return isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and np.may_share_memory(a, b)
+
+
 # ---- elementwise -------------------------------------------------------------------------------
 exp, log, sqrt, abs, tanh, sign = np.exp, np.log, np.sqrt, np.abs, np.tanh, np.sign
-maximum, where = np.maximum, np.where
+maximum, minimum, where, nonzero = np.maximum, np.minimum, np.where, np.nonzero
+
+
+def clip(x, lo, hi):
+    return np.clip(x, lo, hi)
 
 try:  # float64 erf: scipy's vectorised C when present, else the standard library's, elementwise
     from scipy.special import erf as _erf64
@@ -175,6 +208,10 @@ def argmax(x, axis, keepdims=False):
     return np.argmax(x, axis=axis, keepdims=keepdims)
 
 
+def argmin(x, axis, keepdims=False):
+    return np.argmin(x, axis=axis, keepdims=keepdims)
+
+
 # ---- shape -------------------------------------------------------------------------------------
 def reshape(x, shape):
     return np.reshape(x, shape)
@@ -247,6 +284,10 @@ def rand(gen, shape, dtype):
 
 def randn(gen, shape, dtype):
     return gen.standard_normal(shape, dtype=dtype)
+
+
+def randint(gen, low, high, shape):
+    return gen.integers(low, high, shape, dtype=np.int64)
 
 
 def generator_state(gen):

@@ -9,9 +9,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-name = "torch"
-ndarray = torch.Tensor
-
 _TO_TORCH = {np.dtype("float32"): torch.float32, np.dtype("float64"): torch.float64,
              np.dtype("int64"): torch.int64, np.dtype("bool"): torch.bool,
              np.dtype("float16"): torch.float16}
@@ -78,8 +75,19 @@ def zeros_like(x):
     return torch.zeros_like(x)
 
 
-def arange(n, dtype=np.dtype("int64"), device=None):
-    return torch.arange(n, dtype=_td(dtype), device=_dev(device))
+def arange(start, end=None, step=1, dtype=np.dtype("int64"), device=None):
+    """torch.arange: [0, start) when ``end`` is None, else [start, end) by ``step``."""
+    if end is None:
+        start, end = 0, start
+    return torch.arange(start, end, step, dtype=_td(dtype), device=_dev(device))
+
+
+def eye(n, m, dtype, device=None):
+    return torch.eye(n, m, dtype=_td(dtype), device=_dev(device))
+
+
+def linspace(start, end, steps, dtype, device=None):
+    return torch.linspace(start, end, steps, dtype=_td(dtype), device=_dev(device))
 
 
 def copy(x):
@@ -92,6 +100,26 @@ def fill_(x, value):
     if 0 in x.stride() and x.numel() > 1:
         return torch.full_like(x, value)
     return x.fill_(value)
+
+
+def write_(dst, src):
+    """dst[...] = src (cast to dst's dtype) in place; returns dst (see ``fill_`` for expanded views)."""
+    src = _t(src, dst)
+    if 0 in dst.stride() and dst.numel() > 1:
+        return torch.broadcast_to(src, dst.shape).to(dst.dtype).clone()
+    return dst.copy_(src)
+
+
+def setitem_(x, key, value):
+    """x[key] = value in place; returns x."""
+    x[_idx(key, x.device)] = value
+    return x
+
+
+def shares_memory(a, b) -> bool:
+    """Whether two tensors use one storage (a view op's result that does is a view)."""
+    return (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)
+            and a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr())
 
 
 # ---- elementwise -------------------------------------------------------------------------------
@@ -119,8 +147,22 @@ def maximum(a, b):
     return torch.maximum(a, _t(b, a))
 
 
+def minimum(a, b):
+    if not isinstance(b, torch.Tensor):
+        return torch.clamp(a, max=b)
+    return torch.minimum(a, _t(b, a))
+
+
+def clip(x, lo, hi):
+    return torch.clamp(x, lo, hi)
+
+
 def where(cond, a, b):
     return torch.where(cond, a, b)
+
+
+def nonzero(x):
+    return torch.nonzero(x, as_tuple=True)
 
 
 def sigmoid(x):
@@ -150,6 +192,10 @@ def amax(x, axis=None, keepdims=False):
 
 def argmax(x, axis, keepdims=False):
     return torch.argmax(x, dim=axis, keepdim=keepdims)
+
+
+def argmin(x, axis, keepdims=False):
+    return torch.argmin(x, dim=axis, keepdim=keepdims)
 
 
 # ---- shape -------------------------------------------------------------------------------------
@@ -226,6 +272,10 @@ def rand(gen, shape, dtype):
 
 def randn(gen, shape, dtype):
     return torch.randn(shape, generator=gen, dtype=_td(dtype), device=gen.device)
+
+
+def randint(gen, low, high, shape):
+    return torch.randint(low, high, shape, generator=gen, device=gen.device)
 
 
 def generator_state(gen):

@@ -84,7 +84,7 @@ class Neg(Function):
 
 
 class Pow(Function):
-    """z = a^p for a constant exponent p;  dz/da = p a^(p-1)."""
+    """z = a^p for a constant exponent p;  dz/da = p a^(p-1), and 0 for p = 0 (torch: not 0·0^-1)."""
 
     @staticmethod
     def forward(ctx, a, p):
@@ -95,7 +95,33 @@ class Pow(Function):
     @staticmethod
     def backward(ctx, g):
         (a,) = ctx.saved_tensors
+        if ctx.p == 0:
+            return g * 0, None
         return g * ctx.p * a ** (ctx.p - 1), None
+
+
+class ScalarPow(Function):
+    """z = c^a for a constant base c (``c ** tensor``);  dz/da = c^a ln c.
+
+    Computed as a power, not exp(a ln c), so negative bases work at integer exponents
+    ((-2)^3 = -8) and 0^0 = 1. At c = 0 the gradient is 0 where a >= 0, as in torch (ln 0 = -inf
+    would give 0·(-inf) = nan); at c < 0 it is nan (ln c is undefined), also as in torch.
+    """
+
+    @staticmethod
+    def forward(ctx, a, c):
+        z = c ** a
+        ctx.c = c
+        ctx.save_for_backward(a if c == 0 else None, z)
+        return z
+
+    @staticmethod
+    def backward(ctx, g):
+        a, z = ctx.saved_tensors
+        c = ctx.c
+        if c == 0:
+            return ctx.xp.where(a >= 0, 0 * g, g * z * -math.inf), None
+        return g * z * (math.log(c) if c > 0 else math.nan), None
 
 
 class Exp(Function):
@@ -246,6 +272,65 @@ class Gelu(Function):
             return g * (0.5 * (1 + s) + 0.5 * a * (1 - s * s) * du)
         pdf = xp.exp(-0.5 * a * a) * (_INV_SQRT_2 * _INV_SQRT_PI)
         return g * (xp.normal_cdf(a) + a * pdf)
+
+
+class Clamp(Function):
+    """z = min(max(a, lo), hi) (either bound may be None);  dz/da = 1 where lo <= a <= hi, else 0
+    (torch's rule: the gradient passes at the bounds themselves)."""
+
+    @staticmethod
+    def forward(ctx, a, lo=None, hi=None):
+        ctx.save_for_backward(a)
+        ctx.lo, ctx.hi = lo, hi
+        return ctx.xp.clip(a, lo, hi)
+
+    @staticmethod
+    def backward(ctx, g):
+        (a,) = ctx.saved_tensors
+        inside = True
+        if ctx.lo is not None:
+            inside = a >= ctx.lo
+        if ctx.hi is not None:
+            inside = inside & (a <= ctx.hi)
+        return ctx.xp.where(inside, g, 0)
+
+
+def _pick_grads(ctx, g, a_wins):
+    """Gradients of an elementwise max/min: all of g to the winner, half to each side on a tie."""
+    xp, (a, b) = ctx.xp, ctx.saved_tensors
+    need_a, need_b = ctx.needs_input_grad
+    tie, half = a == b, g * 0.5
+    ga = xp.where(a_wins, g, xp.where(tie, half, 0)) if need_a else None
+    gb = xp.where(a_wins | tie, xp.where(tie, half, 0), g) if need_b else None
+    return ga, gb
+
+
+class Maximum(Function):
+    """z = max(a, b) elementwise;  dz/da = 1 where a > b, 1/2 where a = b (ties split, as torch)."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.save_for_backward(a, b)
+        return ctx.xp.maximum(a, b)
+
+    @staticmethod
+    def backward(ctx, g):
+        a, b = ctx.saved_tensors
+        return _pick_grads(ctx, g, a > b)
+
+
+class Minimum(Function):
+    """z = min(a, b) elementwise;  dz/da = 1 where a < b, 1/2 where a = b (ties split, as torch)."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.save_for_backward(a, b)
+        return ctx.xp.minimum(a, b)
+
+    @staticmethod
+    def backward(ctx, g):
+        a, b = ctx.saved_tensors
+        return _pick_grads(ctx, g, a < b)
 
 
 class Where(Function):

@@ -5,6 +5,8 @@ over the input: ``_expand_back`` does that once for all of them.
 """
 from __future__ import annotations
 
+import math
+
 from ..autograd import Function
 
 
@@ -20,12 +22,10 @@ def _expand_back(xp, g, in_shape, axis, keepdims):
 
 
 def _count(shape, axis) -> int:
+    """How many elements a reduction over ``axis`` combines into each output."""
     if axis is None:
-        axis = tuple(range(len(shape)))
-    n = 1
-    for a in (axis,) if isinstance(axis, int) else axis:
-        n *= shape[a]
-    return n
+        return math.prod(shape)
+    return math.prod(shape[a] for a in ((axis,) if isinstance(axis, int) else axis))
 
 
 class Sum(Function):
@@ -33,12 +33,12 @@ class Sum(Function):
 
     @staticmethod
     def forward(ctx, a, axis=None, keepdims=False):
-        ctx.args = (a.shape, axis, keepdims)
+        ctx.in_shape, ctx.axis, ctx.keepdims = a.shape, axis, keepdims
         return ctx.xp.sum(a, axis=axis, keepdims=keepdims)
 
     @staticmethod
     def backward(ctx, g):
-        return _expand_back(ctx.xp, g, *ctx.args)
+        return _expand_back(ctx.xp, g, ctx.in_shape, ctx.axis, ctx.keepdims)
 
 
 class Mean(Function):
@@ -46,13 +46,12 @@ class Mean(Function):
 
     @staticmethod
     def forward(ctx, a, axis=None, keepdims=False):
-        ctx.args = (a.shape, axis, keepdims)
+        ctx.in_shape, ctx.axis, ctx.keepdims = a.shape, axis, keepdims
         return ctx.xp.mean(a, axis=axis, keepdims=keepdims)
 
     @staticmethod
     def backward(ctx, g):
-        shape, axis, _ = ctx.args
-        return _expand_back(ctx.xp, g, *ctx.args) / _count(shape, axis)
+        return _expand_back(ctx.xp, g, ctx.in_shape, ctx.axis, ctx.keepdims) / _count(ctx.in_shape, ctx.axis)
 
 
 class Var(Function):
@@ -64,15 +63,14 @@ class Var(Function):
         d = a - xp.mean(a, axis=axis, keepdims=True)
         denom = max(_count(a.shape, axis) - correction, 0)
         ctx.save_for_backward(d)
-        ctx.args = (a.shape, axis, keepdims, denom)
+        ctx.in_shape, ctx.axis, ctx.keepdims, ctx.denom = a.shape, axis, keepdims, denom
         return xp.sum(d * d, axis=axis, keepdims=keepdims) / denom
 
     @staticmethod
     def backward(ctx, g):
         (d,) = ctx.saved_tensors
-        shape, axis, keepdims, denom = ctx.args
         # Array division, not 2.0 / denom: with denom = 0 it gives nan as torch does, not an error.
-        return _expand_back(ctx.xp, g, shape, axis, keepdims) * d * 2.0 / denom
+        return _expand_back(ctx.xp, g, ctx.in_shape, ctx.axis, ctx.keepdims) * d * 2.0 / ctx.denom
 
 
 class Amax(Function):
@@ -84,17 +82,16 @@ class Amax(Function):
         z = xp.amax(a, axis=axis, keepdims=keepdims)
         mask = a == _expand_back(xp, z, a.shape, axis, keepdims)
         ctx.save_for_backward(mask)
-        ctx.args = (a.shape, axis, keepdims)
+        ctx.in_shape, ctx.axis, ctx.keepdims = a.shape, axis, keepdims
         return z
 
     @staticmethod
     def backward(ctx, g):
         xp = ctx.xp
         (mask,) = ctx.saved_tensors
-        shape, axis, keepdims = ctx.args
         # A count of ties is an integer array; cast it, or numpy's float32 / int64 gives float64.
-        ties = xp.astype(xp.sum(mask, axis=axis, keepdims=True), xp.dtype_of(g))
-        return _expand_back(xp, g, shape, axis, keepdims) * mask / ties
+        ties = xp.astype(xp.sum(mask, axis=ctx.axis, keepdims=True), xp.dtype_of(g))
+        return _expand_back(xp, g, ctx.in_shape, ctx.axis, ctx.keepdims) * mask / ties
 
 
 def _mm(xp, a, b):

@@ -1,7 +1,7 @@
 """Ops that move values around without arithmetic: their backward moves the gradient back.
 
-view/reshape, permute, expand, cat, indexing and gather. squeeze, unsqueeze, transpose, stack and
-split are built from these in tensor.py rather than being ops of their own.
+view/reshape, permute, expand, cat, indexing (read and write) and gather. squeeze, unsqueeze,
+flatten, transpose, stack and split are built from these rather than being ops of their own.
 """
 from __future__ import annotations
 
@@ -92,6 +92,23 @@ class Index(Function):
             return xp.index_add(out, key, g), None
         out[key] = g  # basic slicing: each element is picked at most once
         return out, None
+
+
+class IndexPut(Function):
+    """z = a with z[key] = v (``t[key] = v`` recorded);  dz/da = g with zeros at key, dz/dv = g[key]
+    (summed back to v's shape by the engine when v was broadcast)."""
+
+    @staticmethod
+    def forward(ctx, a, v, key):
+        ctx.key = key
+        return ctx.xp.setitem_(ctx.xp.copy(a), key, v)
+
+    @staticmethod
+    def backward(ctx, g):
+        xp, key = ctx.xp, ctx.key
+        need_a, need_v = ctx.needs_input_grad[:2]
+        ga = xp.setitem_(xp.copy(g), key, 0) if need_a else None
+        return ga, (xp.getitem(g, key) if need_v else None), None
 
 
 class Gather(Function):
