@@ -264,6 +264,64 @@ def check_bf16(rng: np.random.Generator) -> None:
                  "data offsets count from the end of the 8 + n header bytes)")
 
 
+def check_key_names(rng: np.random.Generator) -> None:
+    import os
+
+    import torch
+
+    import minigrad as mg
+    from mini_bert import BertForSequenceClassification, BertModel
+    from mini_bert.checkpoint import CheckpointError
+
+    config = random_config(rng, num_labels=int(rng.integers(2, 4)))
+    hf = hf_model("BertForSequenceClassification", config, rng).double()
+    batch = random_batch(rng, config.vocab_size, config.type_vocab_size)
+    with torch.no_grad():
+        ref = hf(**torch_batch(batch))
+        ref_hidden = hf.bert(**torch_batch(batch)).last_hidden_state
+
+    def save(state: dict, directory: str) -> str:
+        os.makedirs(directory, exist_ok=True)
+        config.save_pretrained(directory)
+        torch.save({k: v.float() for k, v in state.items()}, os.path.join(directory, "pytorch_model.bin"))
+        return directory
+
+    # An old TF-converted checkpoint: LayerNorm gamma/beta, and the position_ids buffer.
+    old = {(k[:-len("weight")] + "gamma" if "LayerNorm" in k and k.endswith("weight") else
+            k[:-len("bias")] + "beta" if "LayerNorm" in k and k.endswith("bias") else k): v
+           for k, v in hf.state_dict().items()}
+    old["bert.embeddings.position_ids"] = torch.arange(config.max_position_embeddings)[None]
+    base = {k: v for k, v in hf.state_dict().items() if k.startswith("bert.")}
+    cases = [("a head checkpoint with LayerNorm gamma/beta names", old, BertForSequenceClassification),
+             ("the same checkpoint into BertModel (its head is skipped)", old, BertModel),
+             ("a BertModel checkpoint into BertForSequenceClassification (a new head)", base,
+              BertForSequenceClassification)]
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, (what, state, cls) in enumerate(cases):
+            try:
+                with quiet():
+                    ours = cls.from_pretrained(save(state, f"{tmp}/{i}")).to(dtype=mg.float64)
+            except CheckpointError as e:
+                fail(f"loading {what} raised CheckpointError: {str(e).splitlines()[0]} ... "
+                     "(rename gamma/beta to weight/bias; keys outside 'bert.' in a head model, and "
+                     "the pooler's, are head keys, which may be missing or extra)")
+            with mg.no_grad():
+                out = ours(**batch)
+            if cls is BertModel:
+                expect_close(f"{what}: last_hidden_state", out.last_hidden_state, ref_hidden)
+            elif state is old:
+                expect_close(f"{what}: logits", out.logits, ref.logits)
+        broken = {k: v for k, v in base.items() if not k.endswith("attention.self.query.weight")}
+        try:
+            with quiet():
+                BertModel.from_pretrained(save(broken, f"{tmp}/broken"))
+        except CheckpointError:
+            pass
+        else:
+            fail("a checkpoint without the encoder's query weights loaded without an error: only "
+                 "head (and pooler) weights may be missing")
+
+
 def check_load_minilm(rng: np.random.Generator) -> None:
     import torch
     import transformers
@@ -327,6 +385,10 @@ ASSIGNMENT = Assignment(id="a4", title="BERT: tokenizer, embeddings, the model, 
          ["mini_bert/checkpoint.py:_bf16_tensors"],
          "8-byte little-endian header length, JSON header, then the bytes; bf16 << 16 is float32",
          check_bf16),
+    Task("a4.key_names", "Checkpoint key names: gamma/beta, head or encoder", 2,
+         ["mini_bert/checkpoint.py:_canonical_name", "mini_bert/checkpoint.py:_is_head_key"],
+         "'...LayerNorm.gamma' -> '...LayerNorm.weight', beta -> bias; head keys: the pooler's, and "
+         "in a head model everything outside 'bert.'", check_key_names),
     Task("a4.load_pretrained", "Loading the real all-MiniLM-L6-v2", 3,
          ["mini_bert/checkpoint.py:load_pretrained"],
          "config from the directory (with overrides), the model, match_state_dict, load, to(device), eval()",
