@@ -21,8 +21,12 @@
 #     ∂L/∂w = ∂L/∂d · ∂d/∂ŷ · ∂ŷ/∂z · ∂z/∂u · ∂u/∂w
 #
 # Walking the graph from L backwards and multiplying as we go is *backpropagation*: every product
-# on the way is reused by all the inputs further back, so one backward sweep costs about as much as
-# the forward pass, whatever the number of parameters.
+# on the way is reused by all the inputs further back, so one backward sweep costs a small constant
+# multiple of the forward pass, whatever the number of parameters. For the matrix products that
+# make up nearly all of BERT's work the multiple is 2: a product Y = X W needs two products of the
+# same size backwards, one for ∂L/∂X and one for ∂L/∂W, so the backward costs twice the forward's
+# FLOPs and a training step about three forwards (lesson 11 counts them). Finite differences
+# (section 5) would need one extra forward pass *per parameter*.
 
 # %%
 import _common
@@ -136,6 +140,55 @@ torch_grads = {"w": tw.grad.item(), "b": tb.grad.item(), "x": tx.grad.item()}
 print("torch   :", {k: round(v, 10) for k, v in torch_grads.items()})
 for k in hand:
     assert abs(engine[k] - torch_grads[k]) < 1e-12, (k, engine[k], torch_grads[k])
+
+# %% [markdown]
+# ### The graph with its numbers
+# The picture to remember (micrograd's): every value in the graph with its *data* (from the forward
+# pass) and its *grad* ∂L/∂value (from the backward pass); round nodes are the operations. The
+# leaves' grads are minigrad's; the inner values' grads are the by-hand ones of section 2, checked
+# here against torch, whose `retain_grad()` keeps the gradient of a non-leaf tensor. Blue boxes
+# are the leaves we differentiate with respect to; y is a constant, so it has no grad.
+
+# %%
+tx, tw, tb = (torch.tensor(v, dtype=torch.float64, requires_grad=True) for v in (x_val, w_val, b_val))
+inner = {"u": tw * tx}
+inner["z"] = inner["u"] + tb
+inner["ŷ"] = torch.sigmoid(inner["z"])
+inner["d"] = inner["ŷ"] - y_val
+inner["L"] = inner["d"] ** 2
+for t in inner.values():
+    t.retain_grad()
+inner["L"].backward()
+
+data = {"x": x_val, "w": w_val, "b": b_val, "y": y_val, "u": u, "z": z, "ŷ": y_hat, "d": d, "L": L}
+grad = {**engine, "u": g_u, "z": g_z, "ŷ": g_yhat, "d": g_d, "L": g_L}
+for k, t in inner.items():  # float64, a few roundings apart at most
+    assert abs(grad[k] - t.grad.item()) < 1e-12 and abs(data[k] - t.item()) < 1e-12, k
+
+# name: (column, row) for values; ops are drawn between their inputs and their output.
+POS = {"x": (0, 1), "w": (0, 0), "×": (1, 0.5), "u": (2, 0.5), "b": (2, -0.5), "+": (3, 0), "z": (4, 0),
+       "σ": (5, 0), "ŷ": (6, 0), "y": (6, -1), "−": (7, -0.5), "d": (8, -0.5), "²": (9, -0.5),
+       "L": (10, -0.5)}
+EDGES = [("x", "×"), ("w", "×"), ("×", "u"), ("u", "+"), ("b", "+"), ("+", "z"), ("z", "σ"),
+         ("σ", "ŷ"), ("ŷ", "−"), ("y", "−"), ("−", "d"), ("d", "²"), ("²", "L")]
+fig, ax = plt.subplots(figsize=(15, 3.6))
+boxes = {}
+for name, (cx, cy) in POS.items():
+    if name in data:
+        text = f"{name}\ndata {data[name]:.4f}\n" + (f"grad {grad[name]:.4f}" if name in grad else "(constant)")
+        style, size = dict(boxstyle="round,pad=0.4", fc="#cfe2f3" if name in "xwb" else "white", ec="0.3"), 9
+    else:  # an operation
+        text, style, size = name, dict(boxstyle="circle,pad=0.25", fc="#fde0c5", ec="0.3"), 13
+    boxes[name] = ax.text(cx * 1.5, cy, text, ha="center", va="center", family="monospace", fontsize=size,
+                          bbox=style)
+for src, dst in EDGES:  # from the right edge of one box to the left edge of the next
+    ax.annotate("", xy=(0, 0.5), xycoords=boxes[dst], xytext=(1, 0.5), textcoords=boxes[src],
+                arrowprops=dict(arrowstyle="->", color="0.3"))
+ax.set_xlim(-0.8, 15.8)
+ax.set_ylim(-1.5, 1.5)
+ax.axis("off")
+ax.set_title("L = (σ(w·x + b) − y)²: data from the forward pass, grad = ∂L/∂value from the backward pass")
+_common.savefig(fig, "01_neuron_data_grad.png")
 
 # %% [markdown]
 # ## 5. Check against finite differences
