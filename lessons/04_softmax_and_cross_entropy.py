@@ -42,9 +42,10 @@ def naive_softmax(x: mg.Tensor) -> mg.Tensor:
 #
 #     e^(zᵢ − c) / Σⱼ e^(zⱼ − c) = e^(−c) e^(zᵢ) / (e^(−c) Σⱼ e^(zⱼ)) = softmax(z)ᵢ
 #
-# With c = max z, the largest exponent is e⁰ = 1: nothing overflows, and the sum is ≥ 1, so it can
-# neither underflow to 0 nor be divided by. Very negative logits are the mirror problem: every
-# e^(zᵢ) underflows to 0 and the naive formula computes 0/0.
+# With c = max z, the largest exponent is e⁰ = 1, so nothing overflows; and the denominator contains
+# that term 1, so it is ≥ 1: it can never underflow to 0, and dividing by it is always safe. Very
+# negative logits are the mirror problem: every e^(zᵢ) underflows to 0 and the naive formula
+# computes 0/0; subtracting the max fixes that too.
 
 # %%
 with np.errstate(all="ignore"):  # the naive version overflows on purpose
