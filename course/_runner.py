@@ -128,7 +128,12 @@ def main(argv: list[str]) -> None:
                 raise RuntimeError(f"grader bug: {mod.__name__} was imported from {mod.__file__}, "
                                    f"not from {root}")
         if isolate:
-            _isolate(grader_root, all_tasks, task_id)
+            try:
+                _isolate(grader_root, all_tasks, task_id)
+            except Exception as exc:  # the graded tree lacks a class/module another task needs
+                raise RuntimeError(f"could not put the reference in for the other tasks "
+                                   f"({type(exc).__name__}: {exc}); is a file or class missing "
+                                   "from the graded tree?") from exc
         task.check(np.random.default_rng(task_rng_seed(seed, task_id)))
         result["passed"] = True
     except Exception as exc:  # a student's code may raise anything; report it, do not crash

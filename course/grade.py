@@ -1,4 +1,4 @@
-"""``python -m course.grade ROOT [--assignment A] [--json FILE] [--seed N]``: grade the tree at ROOT.
+"""``python -m course.grade ROOT [--assignment A] [--task T] [--json FILE] [--seed N]``: grade ROOT.
 
 Each task runs in its own process (``course._runner``) with a timeout, on shapes and values drawn
 from a seed chosen now (printed; ``--seed`` replays a run). Before it runs, the code the student
@@ -155,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("root", help="the project tree to grade (a student build, or the reference)")
     p.add_argument("--assignment", action="append", help="grade only this assignment (a1, a2, ...); "
                    "repeat for several")
+    p.add_argument("--task", action="append", help="grade only this task (a1.mul, ...); repeatable")
     p.add_argument("--json", type=Path, help="also write the results as JSON (for an LMS)")
     p.add_argument("--seed", type=int, help="replay a run: the seed it printed")
     p.add_argument("--timeout", type=float, default=TIMEOUT_S, help="seconds per task")
@@ -173,6 +174,14 @@ def main(argv: list[str] | None = None) -> int:
             if a not in known:
                 raise UsageError(f"--assignment {a}: unknown; the assignments are {', '.join(known)}")
         selected = [a for a in everything if not args.assignment or a.id in args.assignment]
+        if args.task:
+            ids = {t.id for a in selected for t in a.tasks}
+            for t in args.task:
+                if t not in ids:
+                    raise UsageError(f"--task {t}: unknown (or not in the assignments selected)")
+            selected = [Assignment(a.id, a.title, [t for t in a.tasks if t.id in args.task])
+                        for a in selected]
+            selected = [a for a in selected if a.tasks]
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

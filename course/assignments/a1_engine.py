@@ -15,7 +15,7 @@ from ..framework import Assignment, Task, TaskFailure
 EW = "minigrad/ops/elementwise.py"
 RED = "minigrad/ops/reduce.py"
 SHAPE = "minigrad/ops/shape.py"
-MATMUL = "minigrad/ops/reduce.py"  # moving to minigrad/ops/matmul.py
+MATMUL = "minigrad/ops/matmul.py"
 ENGINE = "minigrad/autograd.py"
 
 BROADCAST_HINT = "did you sum over the broadcast dimension? the engine's unbroadcast does that " \

@@ -12,8 +12,8 @@ import numpy as np
 from .. import checks as C
 from ..framework import Assignment, Task, TaskFailure
 
-LOSS = "minigrad/nn/losses.py"   # moving to minigrad/ops/loss.py
-NN = "minigrad/nn/functional.py"  # moving to minigrad/ops/nn.py
+LOSS = "minigrad/ops/loss.py"
+NN = "minigrad/ops/nn.py"
 LESSON3 = "lessons/03_bce_derivation.py"
 
 
