@@ -76,19 +76,21 @@ def _isolate(grader_root: Path, tasks, own_id: str) -> None:
                                 setattr(other, attr, new)
 
 
-def _graded_location(exc: BaseException, root: Path) -> str:
-    """file:line of the innermost frame inside the graded tree (the student's code), or ''."""
-    where = ""
+def _graded_location(exc: BaseException, root: Path, files: set[str]) -> str:
+    """file:line of the innermost frame in a file this task grades, else in the graded tree."""
+    best = fallback = ""
     for frame in traceback.extract_tb(exc.__traceback__):
         try:
-            rel = Path(frame.filename).resolve().relative_to(root)
+            rel = Path(frame.filename).resolve().relative_to(root).as_posix()
         except ValueError:
             continue
-        where = f"{rel}:{frame.lineno}"
-    return where
+        fallback = f"{rel}:{frame.lineno}"
+        if rel in files:
+            best = fallback
+    return best or fallback
 
 
-def describe(exc: BaseException, root: Path) -> str:
+def describe(exc: BaseException, root: Path, files: set[str] = frozenset()) -> str:
     """The first failing check, in words a student understands."""
     from course.framework import TaskFailure
 
@@ -96,7 +98,7 @@ def describe(exc: BaseException, root: Path) -> str:
         return f"not implemented yet ({exc})"
     if isinstance(exc, TaskFailure):
         return str(exc)
-    where = _graded_location(exc, root)
+    where = _graded_location(exc, root, files)
     text = f"{type(exc).__name__}: {exc}".strip().rstrip(":")
     return f"{text} (at {where})" if where else text
 
@@ -137,6 +139,7 @@ def main(argv: list[str]) -> None:
         task.check(np.random.default_rng(task_rng_seed(seed, task_id)))
         result["passed"] = True
     except Exception as exc:  # a student's code may raise anything; report it, do not crash
-        result["message"] = describe(exc, root)
+        files = {spec.split(":")[0].split("#")[0] for spec in task.blanks}
+        result["message"] = describe(exc, root, files)
         result["traceback"] = traceback.format_exc()
     result_path.write_text(json.dumps(result), encoding="utf-8")
