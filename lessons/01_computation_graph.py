@@ -285,3 +285,44 @@ w_new, b_new = w_val - lr * engine["w"], b_val - lr * engine["b"]
 L_new = loss_at(w_new, b_new, x_val, mg.float64)
 print(f"loss before {L:.6f}, after one step {L_new:.6f}")
 assert L_new < L
+
+# %% [markdown] tags=["questions"]
+# ## Check your understanding
+#
+# 1. In the figure, ∂L/∂b equals ∂L/∂u (both −0.2922), but ∂L/∂w is different. Why?
+#
+# 2. Why must the forward pass keep intermediate values for the backward pass? Name two in this
+#    graph.
+#
+# 3. How many forward passes would central differences need to get ∂L/∂θ for all 22.7 M parameters
+#    of MiniLM, and what does backpropagation need instead?
+#
+# 4. Why do gradient checks run in float64, and why not simply take h as small as possible?
+#
+# 5. Why is ∂(a·a + a)/∂a = 2a + 1, and what must the engine do to get it right?
+
+# %% [markdown] tags=["answers"]
+# ## Answers
+#
+# 1. z = u + b: an addition has local derivative 1 for each input, so it hands ∂L/∂z unchanged to
+#    both u and b. w reaches L through u = w·x, whose local derivative ∂u/∂w = x = 1.5 multiplies
+#    on the way: ∂L/∂w = 1.5 · (−0.2922) = −0.4383.
+#
+# 2. Local derivatives are evaluated at the forward values: ∂ŷ/∂z = ŷ(1 − ŷ) needs ŷ, ∂L/∂d = 2d
+#    needs d, ∂u/∂w = x needs x. That saved state is why training needs much more memory than
+#    inference.
+#
+# 3. Two per parameter: about 45 million forward passes. Backpropagation needs one forward and one
+#    backward sweep, and the backward costs about twice the forward's FLOPs (two products of the
+#    forward's size per matrix product), so about three forwards in all, whatever the number of
+#    parameters.
+#
+# 4. The central difference's error is truncation (~h²) plus rounding (~ε|L|/h). The sum is
+#    smallest near h ≈ ε^(1/3): about 1e-11 in float64 but about 1e-5 in float32, which is as
+#    large as the bugs we look for. A smaller h makes the rounding term grow: f(v + h) and f(v −
+#    h) agree in almost all their digits and the subtraction cancels them.
+#
+# 5. a reaches the output along three paths (twice into the product, once into the sum); the
+#    multivariate chain rule adds the contributions: a + a + 1. The engine must add the gradients
+#    arriving at a node, and run a node's backward only after every consumer of its output has
+#    sent its share (topological order).

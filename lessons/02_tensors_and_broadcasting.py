@@ -223,3 +223,39 @@ _common.savefig(fig, "02_softplus_jacobians.png")
 # - Test backward with a random upstream gradient, never only with `.sum().backward()`.
 # - `gradcheck` in float64 is the referee for every op in this course. torch has one too
 #   (`torch.autograd.gradcheck`) and it works the same way.
+
+# %% [markdown] tags=["questions"]
+# ## Check your understanding
+#
+# 1. In Y = X W + b with X [B, D] and b [H], what is the shape of ∂L/∂b, and why is it a sum over
+#    the batch rather than a mean?
+#
+# 2. An input of shape [3, 1] is broadcast in an op whose output has shape [2, 3, 4]. Which axes
+#    of the output's gradient does `unbroadcast` sum, and what shape comes out?
+#
+# 3. A backward that forgets to multiply by the incoming gradient g passes a test written with
+#    `y.sum().backward()`. Why, and why does gradcheck catch it?
+#
+# 4. For a function with n input elements and m output elements, how many backward and forward
+#    passes does gradcheck run? Why is that fine in tests but never used in training?
+
+# %% [markdown] tags=["answers"]
+# ## Answers
+#
+# 1. [H], the shape of b: a gradient always has the shape of what it is the gradient of.
+#    Broadcasting uses b once per row, and a value used several times receives the sum of the
+#    gradients of its uses. A mean would be the gradient of another function; if the loss averages
+#    over the batch, that 1/B is already inside ∂L/∂Y.
+#
+# 2. The input is read as [1, 3, 1]: one dim prepended, then stretched along that dim (to 2) and
+#    the last one (to 4). So sum over axis 0 and drop it (prepended), sum over the last axis
+#    keeping it as size 1 (stretched); the middle axis matches and is not summed. Result: [3, 1].
+#
+# 3. The backward of sum seeds g = 1 everywhere, and 1 · σ(x) = σ(x): the missing factor is
+#    invisible. gradcheck seeds one one-hot vector per output element, so the buggy backward
+#    returns the whole σ(x) where only one entry should be non-zero.
+#
+# 4. m backward passes (one one-hot seed per output element, one Jacobian row each) and 2n forward
+#    passes (central differences, two per input element). That builds the full m × n Jacobian:
+#    fine for tensors of a few dozen numbers, hopeless for millions of parameters, where training
+#    needs only one backward of a scalar loss.

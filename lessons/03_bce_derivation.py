@@ -290,3 +290,40 @@ for label in (0.0, 1.0):
 #   `F.binary_cross_entropy_with_logits` here, `BCEWithLogitsLoss` in torch.
 # - A classifier with two outputs trained with cross-entropy (as in the article's §5.2 code) is the
 #   same loss in disguise; lesson 4 shows that softmax cross-entropy has the same σ − y shape.
+
+# %% [markdown] tags=["questions"]
+# ## Check your understanding
+#
+# 1. Starting from the article's ∂L/∂θ, what cancels when ŷ = σ(z), and what is ∂L/∂zᵢ?
+#
+# 2. Why does the naive chain −[y log σ(z) + (1 − y) log(1 − σ(z))] give nan at z = 20 even when y
+#    = 1, the correct label?
+#
+# 3. Torch's `binary_cross_entropy(sigmoid(z), y)` gives ∂ℓ/∂z ≈ −2·10⁻¹⁰ at z = −50, y = 1,
+#    although the loss is an honest 50. Which guard causes it, and why is the −100 log clamp not
+#    involved?
+#
+# 4. Write the fused loss on logits. Why can it neither overflow nor divide by zero, and why does
+#    that matter for the most wrongly classified examples?
+
+# %% [markdown] tags=["answers"]
+# ## Answers
+#
+# 1. ∂ℓ/∂ŷ = (ŷ − y)/(ŷ(1 − ŷ)) and σ'(z) = ŷ(1 − ŷ): the denominator cancels and ∂ℓ/∂z = σ(z) −
+#    y. For the mean over N examples, ∂L/∂zᵢ = (σ(zᵢ) − yᵢ)/N, and ∂L/∂θ = (1/N) Σᵢ (σ(zᵢ) − yᵢ)
+#    ∂zᵢ/∂θ.
+#
+# 2. In float32 σ(20) rounds to exactly 1 (1 + e^(−20) rounds to 1 once e^(−z) < 2⁻²⁴), so log(1 −
+#    σ) = log 0 = −inf and (1 − y) · log(1 − σ) = 0 · (−inf) = nan; the backward forms 0 · inf in
+#    the same place.
+#
+# 3. The backward's max(ŷ(1 − ŷ), 1e-12): chained with σ' it gives ∂ℓ/∂z = (ŷ − y) ŷ(1 −
+#    ŷ)/max(ŷ(1 − ŷ), 1e-12). Below z = ln 1e-12 ≈ −27.6, ŷ(1 − ŷ) ≈ e^z is under the floor, the
+#    cancellation no longer happens, and the gradient is ≈ −e^z · 10¹², about −2·10⁻¹⁰ at z = −50.
+#    The log clamp acts only in the forward, and only where log ŷ < −100 (z < −100); at z = −50,
+#    log ŷ = −50.
+#
+# 4. ℓ(z, y) = max(z, 0) − z y + log(1 + e^(−|z|)), with gradient σ(z) − y computed directly.
+#    e^(−|z|) ≤ 1 cannot overflow, log(1 + t) of t ∈ (0, 1] is finite, and nothing is divided.
+#    Confidently wrong examples get a gradient of size ≈ 1 (the largest any example gives),
+#    instead of 0 or nan, so they keep teaching the model.

@@ -243,3 +243,37 @@ ax1.set_xticks(xs, [f"{c}{' (target)' if c == t_np[row] else ''}" for c in xs])
 ax1.set_title("cross-entropy gradient, one example")
 ax1.legend()
 _common.savefig(fig, "04_softmax_jacobian_and_ce_grad.png")
+
+# %% [markdown] tags=["questions"]
+# ## Check your understanding
+#
+# 1. Why does subtracting max z leave softmax unchanged, and which two failures does it prevent?
+#
+# 2. The rows of J = diag(s) − s sᵀ sum to 0. What does that say, and what follows for J?
+#
+# 3. Softmax's backward never builds J. What does it compute instead, and at what cost?
+#
+# 4. Logits z = [2, 0, −1], target t = 0: softmax(z) ≈ [0.844, 0.114, 0.042]. What is ∂L/∂z, and
+#    what does one gradient-descent step do to each logit?
+#
+# 5. Why is 2-class cross-entropy the binary cross-entropy of lesson 3, and on which quantity?
+
+# %% [markdown] tags=["answers"]
+# ## Answers
+#
+# 1. Multiplying numerator and denominator by e^(−c) changes nothing. With c = max z the largest
+#    exponent is e⁰ = 1, so huge logits cannot overflow to inf (inf/inf = nan); and the
+#    denominator contains that 1, so very negative logits cannot make it underflow to 0 (0/0 =
+#    nan).
+#
+# 2. Adding the same constant to every logit leaves softmax unchanged, so the derivative along the
+#    all-ones direction is 0: J·1 = 0. J is therefore singular (rank at most C − 1).
+#
+# 3. Only the vector-Jacobian product Jᵀ g = s ⊙ (g − ⟨g, s⟩): O(C) work and memory per row
+#    instead of O(C²). For attention over 512 keys that is 512 numbers per row instead of 262 144.
+#
+# 4. softmax(z) − onehot(0) ≈ [−0.156, 0.114, 0.042] (it sums to 0). Descent raises z₀ and lowers
+#    z₁ and z₂ in proportion to the probability each wrongly holds.
+#
+# 5. softmax(z)₁ = e^(z₁)/(e^(z₀) + e^(z₁)) = σ(z₁ − z₀). So cross-entropy over two logits is BCE
+#    on the difference d = z₁ − z₀, with ∂L/∂d = σ(d) − y: only the difference matters.

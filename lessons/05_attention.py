@@ -210,3 +210,40 @@ q, k, v = (mg.tensor(rng.standard_normal((3, 4)), requires_grad=True) for _ in r
 small_mask = additive_mask(np.array([[1, 1, 0], [1, 1, 1], [1, 0, 1]], bool), np.float64)
 assert mg.gradcheck(lambda q, k, v: attention(q, k, v, small_mask)[0], [q, k, v])
 print("attention matches torch SDPA (float64 and float32) and finite differences")
+
+# %% [markdown] tags=["questions"]
+# ## Check your understanding
+#
+# 1. Why divide the scores by √d? What happens to the gradient without it, for d = 64?
+#
+# 2. Why do masked scores get finfo(float32).min rather than −inf?
+#
+# 3. Why combine the causal and padding masks as booleans first, instead of adding two additive
+#    masks?
+#
+# 4. A padded key gets exactly zero gradient on its key and value vectors. Why?
+#
+# 5. One fully masked row with −inf made every entry of ∂L/∂Wq nan. Why every entry, not one row?
+
+# %% [markdown] tags=["answers"]
+# ## Answers
+#
+# 1. If q and k have independent entries of mean 0 and variance 1, q·k is a sum of d such
+#    products: variance d, standard deviation 8 for d = 64. Softmax of scores that spread is
+#    nearly one-hot, its Jacobian diag(s) − s sᵀ is nearly 0, and almost no gradient reaches Q and
+#    K. Dividing by √d restores variance 1.
+#
+# 2. If a whole row is masked, with −inf every score is −inf, the max is −inf, and −inf − (−inf) =
+#    nan. With finfo.min the row is uniform after the max is subtracted: a harmless average for a
+#    query that is padding anyway. Where a row is only partly masked, e^(finfo.min − max) is
+#    exactly 0, as with −inf.
+#
+# 3. finfo.min + finfo.min overflows to −inf in float32, which brings back the nan of a fully
+#    masked row.
+#
+# 4. Its attention weight is exactly 0 for every query, so no output depends on its value
+#    (∂out/∂vⱼ = aᵢⱼ = 0) and the softmax backward s ⊙ (g − ⟨g, s⟩) is 0 at its score, so nothing
+#    reaches its key either.
+#
+# 5. Wq is shared by all tokens: ∂L/∂Wq is a sum over every token of xᵢᵀ ∂L/∂qᵢ. One nan term
+#    makes every entry of the sum nan, so one bad row ruins the whole update.

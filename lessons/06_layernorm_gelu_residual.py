@@ -289,3 +289,37 @@ _common.savefig(fig, "06_encoder_layer_parity.png")
 # - The residual "x +" is why deep stacks train: ∂y/∂x = I + ∂f/∂x.
 # - With these, lesson 5's attention becomes a full encoder layer whose every gradient matches
 #   torch: to ~1e-16 in float64, and to float32 rounding in float32.
+
+# %% [markdown] tags=["questions"]
+# ## Check your understanding
+#
+# 1. LayerNorm's backward is (ĝ − mean(ĝ) − x̂ · mean(ĝ ⊙ x̂))/√(σ² + ε). Where do the two
+#    subtracted terms come from, and what does that imply for the sum of ∂L/∂x along a row?
+#
+# 2. Why must a BERT checkpoint run with the exact-erf GELU rather than the tanh approximation?
+#
+# 3. A stack of 30 plain blocks shrinks the gradient ~0.5× per block; the same stack with
+#    residuals does not. Why?
+#
+# 4. Why does the key bias get exactly zero gradient, and how do the tests compare such a
+#    gradient?
+
+# %% [markdown] tags=["answers"]
+# ## Answers
+#
+# 1. They are the gradient flowing back through μ and σ², which depend on every x in the row.
+#    Adding a constant to a row does not change LayerNorm's output, so the gradient has no
+#    component along the all-ones vector: it sums to 0 along the row.
+#
+# 2. The two differ by up to ~5e-4 per activation, and the weights were trained with one of them;
+#    the difference passes through every layer, shifting outputs far beyond float32 rounding
+#    (parity tests at 1e-5 fail). BERT's config says "gelu", which means erf.
+#
+# 3. Without residuals ∂L/∂x₀ is a product of 30 Jacobians: about 0.5³⁰ ≈ 1e-9. With y = x + f(x)
+#    each Jacobian is I + ∂f/∂x, so the product always contains the identity path: the gradient
+#    reaches the first layer undiminished.
+#
+# 4. b_k adds q·b_k to every score of a query's row, a constant shift, and softmax ignores shifts,
+#    so the output does not depend on b_k at all. Both frameworks return rounding noise there, so
+#    it is compared against the scale of another gradient (the query bias), not relative to its
+#    own size.

@@ -284,3 +284,39 @@ for i in (0, len(CHINESE) + 1):
 # - The vocabulary decides what a model can read: an English BERT sees most Chinese characters as
 #   `[UNK]`. Use the tokenizer saved with the checkpoint, never another one.
 # - `mini_bert.BertTokenizer` reproduces HF's fast tokenizer id for id and offset for offset.
+
+# %% [markdown] tags=["questions"]
+# ## Check your understanding
+#
+# 1. What does the `##` prefix of a piece mean, and how does `decode` use it?
+#
+# 2. Why do tokens carry offsets into the original string, instead of mapping back with `decode`?
+#
+# 3. A zero-width space (U+200B) between "Hello" and "World" does not make two words. Why?
+#
+# 4. Why does MiniLM read most of the article's Chinese sentences as `[UNK]`, and what would a
+#    Chinese task need?
+#
+# 5. What ids, offsets and attention-mask values do `[CLS]`, `[SEP]` and `[PAD]` get?
+
+# %% [markdown] tags=["answers"]
+# ## Answers
+#
+# 1. The piece continues the previous piece of the same word (it is not the start of a word).
+#    `decode` glues `##` pieces onto the previous piece and puts a space before every other one.
+#
+# 2. Normalisation loses information: case, accents, deleted control characters, the original
+#    spacing, and whatever became `[UNK]`. `decode` cannot undo that; offsets point each token
+#    (and so each per-token prediction, a tag or an answer span) at its exact characters in the
+#    original text.
+#
+# 3. It is a format character, which the cleaning stage deletes; only whitespace characters turn
+#    into " ". With it gone, the two words touch and are lowercased to one word, "helloworld".
+#
+# 4. Each CJK character becomes its own word, and MiniLM's English uncased vocabulary holds only a
+#    few hundred of them; a word with no matching piece becomes `[UNK]` as a whole. A Chinese task
+#    needs a model pre-trained with a Chinese vocabulary (e.g. bert-base-chinese, 21 128 tokens,
+#    mostly single characters).
+#
+# 5. Offsets (0, 0) for all three: they come from no text. `[CLS]` and `[SEP]` have mask 1;
+#    `[PAD]` has id 0 and mask 0, so attention ignores it.

@@ -218,3 +218,39 @@ _common.savefig(fig, "08_cosine_similarity.png")
 #   in float64 to ~1e-14. Judge float32 differences against float32's own error, not against 0.
 # - The attention mask makes padding invisible to real tokens: same outputs alone or padded.
 # - Mean pooling over the real tokens + L2 normalisation turns MiniLM into a sentence encoder.
+
+# %% [markdown] tags=["questions"]
+# ## Check your understanding
+#
+# 1. mini_bert and HF agree to ~1e-6 at every layer in float32. Why is that the expected size, and
+#    what does the float64 comparison add?
+#
+# 2. A sentence's real-token outputs are the same alone and inside a padded batch, yet the padding
+#    positions still get outputs. Why both?
+#
+# 3. How is a sentence embedding made from MiniLM's outputs, and why must the mean use the
+#    attention mask?
+#
+# 4. What makes loading a checkpoint "key for key" possible, and what should a loader do when it
+#    is not?
+
+# %% [markdown] tags=["answers"]
+# ## Answers
+#
+# 1. Hidden values reach ~10, where one float32 ulp is ~1e-6, and the two libraries sum in
+#    different orders, so they differ by a few ulps; HF's own float32 result is as far from
+#    float64. In float64 the two agree to ~1e-14, so any real difference in the math (a mask, an
+#    ε, a GELU) would stand far above that floor, whereas in float32 a small bug could hide in the
+#    rounding.
+#
+# 2. The mask adds finfo.min to the scores of padded keys, so their softmax weight is exactly 0:
+#    no real token reads from padding. Padded positions are still queries that attend to the real
+#    tokens, so they get (meaningless) outputs, which everything downstream must ignore.
+#
+# 3. s = Σₜ mₜ hₜ / Σₜ mₜ over the real tokens, then ŝ = s/‖s‖₂; similarity is ŝ_a · ŝ_b, the
+#    cosine. Including padded rows would make a sentence's embedding depend on how long the other
+#    sentences in its batch were.
+#
+# 4. The model's parameter names (its module tree) and shapes equal the checkpoint's, so loading
+#    is a dictionary lookup. A missing or unexpected key, or a shape mismatch, must be reported by
+#    name, never silently skipped: a silently skipped tensor stays at its random initialisation.

@@ -257,3 +257,41 @@ _common.savefig(fig, "09_linear_warmup_schedule.png")
 # - Always `zero_grad()` between steps (or accumulate deliberately).
 # - Fine-tuning BERT = AdamW + warmup/decay schedule; minigrad reproduces torch's optimizers and
 #   transformers' schedule to the last bits in float64.
+
+# %% [markdown] tags=["questions"]
+# ## Check your understanding
+#
+# 1. Why does Adam divide m by (1 − β₁ᵗ), and how long is its first step?
+#
+# 2. What is the difference between Adam(weight_decay=λ) and AdamW?
+#
+# 3. SGD on Rosenbrock needs η < 2/1900 here. Where does "2 divided by the curvature" come from?
+#
+# 4. What does forgetting `zero_grad()` do to SGD, and why does it behave like momentum without
+#    friction?
+#
+# 5. Why warm up the learning rate when fine-tuning BERT, and why decay it afterwards?
+
+# %% [markdown] tags=["answers"]
+# ## Answers
+#
+# 1. m and v start at 0, so early averages are biased towards 0 by the factor (1 − βᵗ); the
+#    division removes that bias. At t = 1, m̂ = g and v̂ = g², so the step is η g/(|g| + ε) ≈ η ·
+#    sign(g): about η per coordinate, whatever the gradient's scale.
+#
+# 2. Adam adds λθ to the gradient before the moment estimates, so the decay is divided by √v̂ like
+#    the gradient: coordinates with large gradients are barely decayed. AdamW shrinks θ ← θ(1 −
+#    ηλ) directly, decoupled from the adaptive scaling, so every weight decays at the same rate.
+#    They are different algorithms, and BERT uses AdamW.
+#
+# 3. On a quadratic with curvature λ, one gradient step multiplies the error along that direction
+#    by (1 − ηλ); it grows if |1 − ηλ| > 1, i.e. η > 2/λ. The steepest direction (λ ≈ 1900 across
+#    the valley) sets the limit, so the flat direction along the floor is crossed very slowly.
+#
+# 4. `.grad` holds g₁ + … + g_t, and each step uses that running sum: momentum b ← μb + g with μ =
+#    1. Nothing decays, old gradients push forever, and the weights swing past the minimum instead
+#    of settling.
+#
+# 5. At first Adam's v̂ rests on very few samples and the new head is random, so gradients are
+#    large and unreliable; small early steps protect the pre-trained weights. Decaying at the end
+#    lets the run settle into a minimum instead of bouncing around it.

@@ -216,7 +216,8 @@ del best, hf_best
 #    `device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')`, but nothing calls
 #    `model.to(device)`. On a CPU-only machine this is invisible; on any machine with a GPU the
 #    first forward fails, because the embedding table is on the CPU and the ids are on the GPU.
-#    (Move the model *before* building the optimizer, so that it holds the moved parameters.)
+#    (Move the model *before* building the optimizer, as `torch.optim`'s documentation asks:
+#    lesson 12 shows where an optimizer keeps its state.)
 #
 # We run mistakes 1, 2, 3 and 5 on the real model.
 # %%
@@ -360,3 +361,42 @@ assert predicted.tolist() == labels[:8]
 # - The article's loop needs five fixes: tokenize, use `.logits`, call `optimizer.zero_grad()` every
 #   step, call the epoch loop only once, and move the model to `device` before building the
 #   optimizer.
+
+# %% [markdown] tags=["questions"]
+# ## Check your understanding
+#
+# 1. Why is dropout off for the gradient comparison with HF, but on during training?
+#
+# 2. Why compare the dev accuracy with the majority-class baseline rather than with 50%, and what
+#    does the binomial tail add?
+#
+# 3. In the article's loop, which gradient does Adam's t-th step actually use?
+#
+# 4. The article's code runs on a laptop without a GPU but fails on a machine with one. Why, and
+#    what is the fix?
+#
+# 5. The corrected loop drives one batch's loss from 0.69 to ~0.17. What does that show, and what
+#    does it not show?
+
+# %% [markdown] tags=["answers"]
+# ## Answers
+#
+# 1. With dropout on, each library draws its own random masks, so the two gradients would differ
+#    for that reason alone. In training, dropout is the regulariser BERT was trained with.
+#
+# 2. A classifier that ignores the text and always answers the majority class already scores the
+#    majority share, which is not 50% unless the classes are balanced. The tail P(K ≥ k), K ~
+#    Binomial(64, majority), is the probability that such a text-blind classifier does as well by
+#    luck: ~1e-6 here, so 64 examples are enough to tell learning from noise.
+#
+# 3. g₁ + g₂ + … + g_t: without `zero_grad()` every `backward()` adds into `.grad` (measured in
+#    the lesson: after two backward calls `.grad` = g₁ + g₂).
+#
+# 4. Without CUDA, device = cpu: moving the inputs is a no-op and everything lives on the CPU.
+#    With CUDA the inputs go to the GPU while the model stays on the CPU, so the first embedding
+#    lookup mixes devices and raises an error. The fix: `model.to(device)` before building the
+#    optimizer.
+#
+# 5. That the loop can learn at all: gradients flow, the optimizer steps, the labels line up with
+#    the logits. It says nothing about generalisation (one memorised batch); that is what the
+#    dev-set accuracy of section 2 measures.

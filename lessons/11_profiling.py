@@ -238,3 +238,33 @@ print("saved lessons/out/11_time_per_op.png")
 #   embedding table it is a visible slice of the step.
 # - Measure before optimising: the profile, the roofline and the analytic FLOP count together say
 #   whether an op is slow because of the hardware's limits or because of the implementation.
+
+# %% [markdown] tags=["questions"]
+# ## Check your understanding
+#
+# 1. How many FLOPs does a Linear with in = 384, out = 1536 do on N tokens, forward and backward?
+#    Why is the backward twice the forward?
+#
+# 2. Matrix products are over 99% of the FLOPs but much less of the time. Why?
+#
+# 3. What is the roofline bound for an op with arithmetic intensity I (FLOPs per byte), and what
+#    is the ridge point?
+#
+# 4. Embedding's backward does no FLOPs but takes real time. Why?
+
+# %% [markdown] tags=["answers"]
+# ## Answers
+#
+# 1. Forward: 2·N·384·1536. Backward: twice that, because it computes two products of the same
+#    size, ∂L/∂x = G W and ∂L/∂W = Gᵀ x, each 2·N·in·out FLOPs.
+#
+# 2. A matrix product reuses every number it reads many times (high arithmetic intensity) and runs
+#    near the processor's peak. Elementwise ops (add, GELU, dropout) and reductions do a handful
+#    of FLOPs per number read and written: they wait on memory bandwidth (memory-bound), far below
+#    the peak.
+#
+# 3. Attainable speed ≤ min(peak FLOP/s, I × memory bandwidth). The ridge is I* = peak /
+#    bandwidth: ops with I < I* are memory-bound, ops above it compute-bound.
+#
+# 4. It writes a dense gradient for the whole 30 522 × 384 word table (47 MB) although only the
+#    rows of the batch's tokens are non-zero: pure memory traffic.

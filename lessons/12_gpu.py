@@ -197,3 +197,35 @@ assert losses["cpu"][-1] < losses["cpu"][0]  # and the steps did train
 #   to each parameter at the first step.
 # - On a real GPU, check `torch.get_float32_matmul_precision()`: TF32 trades ~3 decimal digits for
 #   speed, which is fine for training and breaks float32 parity tests.
+
+# %% [markdown] tags=["questions"]
+# ## Check your understanding
+#
+# 1. Why is mixing devices an error rather than a silent copy?
+#
+# 2. `Module.to` moves parameters in place. Why does that matter for an optimizer created before
+#    the move?
+#
+# 3. Two devices running the same float32 math do not agree bit for bit. Why, and how is the
+#    tolerance chosen?
+#
+# 4. On a real GPU, why check `torch.get_float32_matmul_precision()` before a float32 parity test?
+
+# %% [markdown] tags=["answers"]
+# ## Answers
+#
+# 1. A silent copy hides a transfer that on a GPU can cost more than the op itself. The error
+#    names the op and both devices, and `.to(device)` makes the copy explicit (and
+#    differentiable).
+#
+# 2. The optimizer holds references to the same Parameter objects, so after the move it updates
+#    the moved parameters; its state (Adam's moments) is created at the first `step()`, next to
+#    each parameter on its device.
+#
+# 3. Different kernels sum in different orders, and each float32 operation rounds by ~6e-8
+#    relative. Through two layers that accumulates to a few 1e-7 on O(1) logits: 1e-5 leaves
+#    margin yet is far below the O(1) error of a wrong formula.
+#
+# 4. If it is "high" or "medium", float32 matrix products use TF32 (about 3 fewer decimal digits)
+#    or bfloat16 passes: fine for training, but the differences are far larger than the float32
+#    tolerances.

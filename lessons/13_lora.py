@@ -89,9 +89,9 @@ assert rank == 8
 # %%
 model_dir = mb.default_model_dir()
 model = mb.BertForSequenceClassification.from_pretrained(model_dir)
-H, I, L = 384, model.config.intermediate_size, model.config.num_hidden_layers
+H, FF, L = 384, model.config.intermediate_size, model.config.num_hidden_layers
 shapes = {"query": [(H, H)], "key": [(H, H)], "value": [(H, H)],
-          "dense": [(H, H), (H, I), (I, H)]}   # per layer: attention out, FFN in, FFN out
+          "dense": [(H, H), (H, FF), (FF, H)]}   # per layer: attention out, FFN in, FFN out
 for targets, r in [("query,value", 4), ("query,value", 8), ("query,value", 16),
                    ("query,key,value,dense", 8)]:
     peft.apply_lora(model, targets, r=r)
@@ -240,3 +240,33 @@ sizes = {k: os.path.getsize(f"{out}/{k}/" + f) for k, f in
          [("merged", "model.safetensors"), ("adapter", "adapter_model.safetensors")]}
 print(f"checkpoint sizes: merged {sizes['merged']:,} B, adapter {sizes['adapter']:,} B")
 assert sizes["adapter"] < sizes["merged"] / 10
+
+# %% [markdown] tags=["questions"]
+# ## Check your understanding
+#
+# 1. Why does B start at zero and A at random values, and not both at zero?
+#
+# 2. How many numbers does LoRA train for a 384 × 384 query matrix with r = 8, and how many does
+#    full fine-tuning train for it?
+#
+# 3. Why is rank(ΔW) ≤ r?
+#
+# 4. Why does a merged LoRA model cost nothing extra at inference, and when would you keep the
+#    adapter unmerged?
+
+# %% [markdown] tags=["answers"]
+# ## Answers
+#
+# 1. B = 0 makes ΔW = 0, so training starts from exactly the pre-trained model. If A were zero
+#    too, both gradients would be zero (∂L/∂B involves A x, ∂L/∂A involves Bᵀ), and nothing would
+#    ever move. With A random, B's gradient is non-zero from the first step.
+#
+# 2. r·(in + out) = 8 · 768 = 6 144, against 384 · 384 = 147 456 weights (plus 384 biases): 24×
+#    fewer.
+#
+# 3. ΔW = (α/r) B A: every column of ΔW is a combination of B's r columns (everything passes
+#    through an r-dimensional bottleneck), so its rank is at most r.
+#
+# 4. W + (α/r) B A is one matrix of W's shape, so inference is the plain model. Unmerged, each
+#    task needs only A, B and its head (here ~30× smaller than the model), and many tasks can
+#    share one copy of the pre-trained weights.

@@ -17,7 +17,8 @@
 # differences), that FGM's combined gradient equals the same recipe run in torch on HF's BERT,
 # that E is restored bit for bit, and how PGD's steps move inside the ball.
 #
-# **Prerequisites.** Lessons 1 (gradients, finite differences), 8 (BERT), 9 (the optimizer step), 10 (the training loop).
+# **Prerequisites.** Lessons 1 (gradients, finite differences), 8 (BERT), 9 (the optimizer step),
+# 10 (the training loop).
 
 # %%
 import _common
@@ -204,3 +205,38 @@ def with_attack(attack):
 print(f"per batch: plain {1e3 * t_plain:.1f} ms ({n_plain:.0f} pass), FGM {t_fgm / t_plain:.1f}x "
       f"({n_fgm:.0f} passes), PGD(K=3) {t_pgd / t_plain:.1f}x ({n_pgd:.0f} passes)")
 assert (n_plain, n_fgm, n_pgd) == (1, 2, 4)   # timings are noisy on a shared CPU; counts are not
+
+# %% [markdown] tags=["questions"]
+# ## Check your understanding
+#
+# 1. Why perturb the word embeddings rather than the input text?
+#
+# 2. Derive FGM's r from the linearisation L(E + r) ≈ L(E) + ⟨g, r⟩ with ‖r‖₂ ≤ ε.
+#
+# 3. Why must E be put back after the adversarial backward, and what gradient does the optimizer
+#    step on?
+#
+# 4. How does PGD differ from FGM, and what does each cost per batch?
+#
+# 5. Why do random unit directions barely change the loss in the 9600-dimensional embedding space?
+
+# %% [markdown] tags=["answers"]
+# ## Answers
+#
+# 1. Text is discrete: there is no small change of a token and no gradient with respect to one.
+#    The embedding matrix is the first place where the input is continuous.
+#
+# 2. Maximise ⟨g, r⟩ over the ball: by Cauchy–Schwarz ⟨g, r⟩ ≤ ‖g‖₂ ε, with equality for r = ε
+#    g/‖g‖₂.
+#
+# 3. The perturbation is a probe, not an update: if it stayed, the embeddings would drift by r
+#    every step. Both backward calls add into `.grad`, so the optimizer steps on ∇L(E) + ∇L(E + r)
+#    from the clean E.
+#
+# 4. PGD takes K smaller steps, each along the gradient at the current perturbed point and
+#    projected back onto ‖r‖ ≤ ε, so it finds a worse (higher-loss) point than one linearised
+#    step. FGM costs one extra forward and backward (2× plain training); PGD costs K extra ((K +
+#    1)×).
+#
+# 5. A random unit vector's inner product with g is of order ‖g‖/√n, with n = 9600: about 1% of
+#    the rate along g/‖g‖, the steepest direction.

@@ -191,3 +191,34 @@ ax.axhline(unigram_entropy, ls=":", color="C1", label="unigram entropy")
 ax.set(xlabel="step", ylabel="loss", title="Pre-training's first lesson: token frequencies")
 ax.legend()
 _common.savefig(fig, "15_mlm_training_loss.png")
+
+# %% [markdown] tags=["questions"]
+# ## Check your understanding
+#
+# 1. Of 1000 real tokens, how many are expected to become [MASK], a random token, and stay
+#    unchanged? And what does the label −100 mean?
+#
+# 2. Why not replace every picked token by [MASK]?
+#
+# 3. Why does the word-embedding matrix E collect gradient from two places?
+#
+# 4. Why does the loss start near log V ≈ 10.3 and first fall towards the entropy of the unigram
+#    distribution?
+
+# %% [markdown] tags=["answers"]
+# ## Answers
+#
+# 1. 15% are picked: 150; of those 80% → 120 [MASK], 10% → 15 random, 10% → 15 unchanged. Every
+#    position not picked has label −100, which the loss ignores (its mean is over the picked
+#    positions only).
+#
+# 2. [MASK] never occurs at fine-tuning time. If only [MASK] positions had to be predicted, the
+#    model could learn that only they matter; random and unchanged tokens force it to build a
+#    useful representation of every token, since any of them might be a target.
+#
+# 3. It is tied: E looks up the input tokens and also projects the output (logits = transform(h)
+#    Eᵀ + b). A parameter used twice receives the sum of both gradients (lesson 1).
+#
+# 4. A random model predicts nearly uniformly over V = 30 522 tokens: cross-entropy log V. The
+#    easiest improvement needs no context: predict each token with its overall frequency, whose
+#    cross-entropy is the unigram entropy. Using the context comes later.

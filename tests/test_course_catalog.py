@@ -108,3 +108,35 @@ def test_syllabus_releases_each_assignment_in_its_week_and_collects_it_a_week_la
         due = [w for w, body in weeks.items() if re.search(rf"^- Due: {a['id']}\.", body, flags=re.M)]
         assert released == [a["week"]], f"{SYLLABUS.name}: {a['id']} released in weeks {released}, catalog {a['week']}"
         assert due == [a["week"] + 1], f"{SYLLABUS.name}: {a['id']} due in weeks {due}, want {a['week'] + 1}"
+
+
+def _tagged_cells(text: str, tag: str) -> list[list[str]]:
+    """The lines of every markdown cell whose header carries tags=["<tag>"]."""
+    header = f'# %% [markdown] tags=["{tag}"]'
+    cells, current = [], None
+    for line in text.splitlines():
+        if line.startswith("# %%"):
+            current = [] if line.rstrip() == header else None
+            if current is not None:
+                cells.append(current)
+        elif current is not None:
+            current.append(line)
+    return cells
+
+
+def _numbered_items(cell: list[str]) -> list[int]:
+    return [int(m.group(1)) for line in cell if (m := re.match(r"^# (\d+)\. \S", line))]
+
+
+@pytest.mark.parametrize("name", LESSON_FILES)
+def test_lesson_has_questions_and_answers(name: str) -> None:
+    text = (ROOT / "lessons" / name).read_text(encoding="utf-8")
+    questions, answers = _tagged_cells(text, "questions"), _tagged_cells(text, "answers")
+    assert len(questions) == 1, f"{name}: {len(questions)} questions cells (want one)"
+    assert len(answers) == 1, f"{name}: {len(answers)} answers cells (want one)"
+    assert "# ## Check your understanding" in questions[0], f"{name}: questions cell heading"
+    assert "# ## Answers" in answers[0], f"{name}: answers cell heading"
+    q, a = _numbered_items(questions[0]), _numbered_items(answers[0])
+    assert 3 <= len(q) <= 5 and q == list(range(1, len(q) + 1)), f"{name}: questions numbered {q} (want 1..n, 3-5)"
+    assert a == q, f"{name}: answers numbered {a}, questions {q}"
+    assert text.index('tags=["questions"]') < text.index('tags=["answers"]'), f"{name}: answers before questions"
