@@ -12,14 +12,17 @@ from .creation import (arange, bool_, cat, empty, empty_like, eye, float16, floa
                        float64, from_numpy, full, full_like, int64, is_tensor, linspace, ones,
                        ones_like, rand, rand_like, randint, randn, randn_like, stack, tensor, where,
                        zeros, zeros_like)
-from .functions import (abs, allclose, argmax, argmin, clamp, clone, equal, exp, flatten,  # noqa: F401
-                        log, log_softmax, matmul, max, maximum, mean, min, minimum, pow, relu,
-                        reshape, sigmoid, softmax, sqrt, squeeze, sum, tanh, transpose, unsqueeze)
+from .dtypes import finfo  # noqa: F401
+from .functions import (abs, all, allclose, any, argmax, argmin, chunk, clamp, clone, cos,  # noqa: F401
+                        equal, exp, flatten, log, log_softmax, matmul, max, maximum, mean, min,
+                        minimum, norm, permute, pow, relu, reshape, sigmoid, sin, softmax, split,
+                        sqrt, squeeze, std, sum, tanh, topk, transpose, tril, triu, unsqueeze, var)
 from .gradcheck import GradcheckError, gradcheck  # noqa: F401
 from .profiler import profile  # noqa: F401
 from .random import get_rng_state, manual_seed, set_rng_state  # noqa: F401
 from .tensor import Tensor  # noqa: F401
 
+clip = clamp
 bool = bool_  # torch spells it minigrad.bool
 long = int64
 half = float16

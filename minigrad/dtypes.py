@@ -18,6 +18,7 @@ import numpy as np
 
 float16, float32, float64, int64, bool_ = (np.dtype(n) for n in ("float16", "float32", "float64", "int64", "bool"))
 DEFAULT_FLOAT = float32
+finfo = np.finfo  # finfo(float32).min / .eps / .max, as torch.finfo
 FLOATS = (float16, float32, float64)
 _CATEGORY = {"b": 0, "i": 1, "u": 1, "f": 2}
 _DEFAULT = {0: bool_, 1: int64, 2: DEFAULT_FLOAT}

@@ -128,7 +128,7 @@ class InplaceMixin:
     def __setitem__(self, key, value):
         """t[key] = value: basic slices, integer arrays, bool masks; ``value`` a number or Tensor."""
         from .ops.shape import IndexPut
-        from .tensor import raw_key
+        from .methods import raw_key
 
         key = raw_key(key)
         try:

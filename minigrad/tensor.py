@@ -7,36 +7,16 @@ In-place methods (``add_``, ``t[i] = v``, ``+=``, ...) and their rules are in ``
 from __future__ import annotations
 
 import math
-from collections import namedtuple
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from . import autograd, dtypes
 from .backend import backend_of_array, numpy_backend, resolve
 from .inplace import InplaceMixin
-from .ops.elementwise import (Abs, Add, Clamp, Div, Erf, Exp, Log, Maximum, Minimum, Mul, Neg, Pow,
-                              Relu, ScalarPow, Sigmoid, Sqrt, Sub, Tanh, Where)
-from .ops.reduce import Amax, MatMul, Mean, Sum, Var
-from .ops.shape import Expand, Gather, Index, Permute, Reshape
-
-MaxResult = namedtuple("MaxResult", ["values", "indices"])  # torch.return_types.max / min
-
-
-def _norm_dim(dim, ndim: int):
-    """torch-style dim (None, int, negative, tuple) -> numpy axis (None, int or sorted tuple)."""
-    if dim is None:
-        return None
-    if isinstance(dim, (tuple, list)):
-        return tuple(sorted(_norm_dim(d, ndim) for d in dim))
-    if not -max(ndim, 1) <= dim < max(ndim, 1):
-        raise IndexError(f"dim {dim} is out of range for a tensor with {ndim} dims")
-    return dim % max(ndim, 1)
-
-
-def shape_arg(shape: tuple) -> tuple:
-    """torch takes a shape as varargs or as one tuple/list: ``view(2, 3)`` and ``view((2, 3))``."""
-    return tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else tuple(shape)
+from .methods import TensorMethods, _norm_dim, shape_arg  # noqa: F401 (_norm_dim: used by nn)
+# Modules, not names: ops/ import autograd, which imports this module while they are half-loaded.
+from .ops import elementwise, reduce as matmul_ops  # MatMul: until ops/matmul.py lands
 
 
 def _raw(x):
@@ -67,7 +47,17 @@ def _binary(fn, a, b, true_divide: bool = False):
     return fn.apply(a, b)
 
 
-class Tensor(InplaceMixin):
+def _subtract(a, b):
+    """a - b; like torch, refuse bool operands (numpy would subtract them as 0/1)."""
+    t = a if isinstance(a, Tensor) else b
+    if t._xp is numpy_backend and any(isinstance(x, (bool, np.bool_)) or getattr(_raw(x), "dtype", None) == np.bool_
+                                      for x in (a, b)):
+        raise RuntimeError("Subtraction, the `-` operator, with a bool tensor is not supported. If you are "
+                           "trying to invert a mask, use the `~` or `logical_not()` operator instead.")
+    return _binary(elementwise.Sub, a, b)
+
+
+class Tensor(TensorMethods, InplaceMixin):
     __slots__ = ("_data", "grad", "requires_grad", "grad_fn", "device", "_xp", "_vc", "_base",
                  "__weakref__")
     __array_priority__ = 1000  # so that numpy_array * tensor calls our __rmul__
@@ -290,8 +280,23 @@ class Tensor(InplaceMixin):
     def bool(self) -> "Tensor":
         return self.to(dtype=dtypes.bool_)
 
+    def type(self, dtype) -> "Tensor":
+        return self.to(dtype=dtype)
+
     def type_as(self, other: "Tensor") -> "Tensor":
         return self.to(dtype=other.dtype)
+
+    def new_tensor(self, data) -> "Tensor":
+        return Tensor(data, dtype=self.dtype if not isinstance(data, Tensor) else None, device=self.device)
+
+    def new_zeros(self, *size) -> "Tensor":
+        return Tensor._make(self._xp.zeros(shape_arg(size), self.dtype, self.device), self._xp, self.device)
+
+    def new_ones(self, *size) -> "Tensor":
+        return Tensor._make(self._xp.ones(shape_arg(size), self.dtype, self.device), self._xp, self.device)
+
+    def new_full(self, size, value) -> "Tensor":
+        return Tensor._make(self._xp.full(tuple(size), value, self.dtype, self.device), self._xp, self.device)
 
     def clone(self) -> "Tensor":
         """A copy with its own storage; the gradient flows back unchanged."""
@@ -303,30 +308,48 @@ class Tensor(InplaceMixin):
         return self  # backends handle layouts themselves; values are what minigrad promises
 
     # ---- arithmetic ----------------------------------------------------------------------------
-    def __add__(self, o): return _binary(Add, self, o)
-    def __radd__(self, o): return _binary(Add, o, self)
-    def __sub__(self, o): return _binary(Sub, self, o)
-    def __rsub__(self, o): return _binary(Sub, o, self)
-    def __mul__(self, o): return _binary(Mul, self, o)
-    def __rmul__(self, o): return _binary(Mul, o, self)
-    def __truediv__(self, o): return _binary(Div, self, o, true_divide=True)
-    def __rtruediv__(self, o): return _binary(Div, o, self, true_divide=True)
-    def __matmul__(self, o): return MatMul.apply(self, o)
-    def __rmatmul__(self, o): return MatMul.apply(o, self)
-    def __neg__(self): return Neg.apply(self)
+    def __add__(self, o): return _binary(elementwise.Add, self, o)
+    def __radd__(self, o): return _binary(elementwise.Add, o, self)
+    def __sub__(self, o): return _subtract(self, o)
+    def __rsub__(self, o): return _subtract(o, self)
+    def __mul__(self, o): return _binary(elementwise.Mul, self, o)
+    def __rmul__(self, o): return _binary(elementwise.Mul, o, self)
+    def __truediv__(self, o): return _binary(elementwise.Div, self, o, true_divide=True)
+    def __rtruediv__(self, o): return _binary(elementwise.Div, o, self, true_divide=True)
+    def __matmul__(self, o): return matmul_ops.MatMul.apply(self, o)
+    def __rmatmul__(self, o): return matmul_ops.MatMul.apply(o, self)
+    def __neg__(self): return elementwise.Neg.apply(self)
+
+    def add(self, other, alpha=1): return self + (other if alpha == 1 else other * alpha)
+    def sub(self, other, alpha=1): return self - (other if alpha == 1 else other * alpha)
+    def mul(self, other): return self * other
+    def div(self, other): return self / other
+    def matmul(self, other): return self @ other
+
+    # Not differentiable (torch's floor division and remainder have no useful gradient; the bitwise
+    # ops act on bool masks and integers): computed on the raw arrays, outside the graph.
+    def _raw_op(self, o, op) -> "Tensor":
+        return Tensor._make(op(self._data, _raw(o)), self._xp, self.device)
+
+    def __floordiv__(self, o): return self._raw_op(o, lambda a, b: a // b)
+    def __mod__(self, o): return self._raw_op(o, lambda a, b: a % b)
+    def __and__(self, o): return self._raw_op(o, lambda a, b: a & b)
+    def __or__(self, o): return self._raw_op(o, lambda a, b: a | b)
+    def __xor__(self, o): return self._raw_op(o, lambda a, b: a ^ b)
+    __rand__, __ror__, __rxor__ = __and__, __or__, __xor__
     def __abs__(self): return self.abs()
 
     def __pow__(self, p):
         if isinstance(p, Tensor):
             raise TypeError("minigrad supports a constant (Python number) exponent, or a constant base")
         t, p = _promote(self, p) if self._xp is numpy_backend else (self, p)
-        return Pow.apply(t, p)
+        return elementwise.Pow.apply(t, p)
 
     pow = __pow__
 
     def __rpow__(self, base):
         t = self.float() if isinstance(base, float) and self.dtype.kind != "f" else self
-        return ScalarPow.apply(t, base)
+        return elementwise.ScalarPow.apply(t, base)
 
     def __invert__(self) -> "Tensor":
         if self.dtype.kind not in "ib":
@@ -348,173 +371,33 @@ class Tensor(InplaceMixin):
     eq, ne, lt, le, gt, ge = __eq__, __ne__, __lt__, __le__, __gt__, __ge__
     __hash__ = object.__hash__  # identity, so tensors work as dict keys and in sets, as torch's
 
-    def exp(self): return Exp.apply(self._floating())
-    def log(self): return Log.apply(self._floating())
-    def sqrt(self): return Sqrt.apply(self._floating())
-    def abs(self): return Abs.apply(self)
-    def tanh(self): return Tanh.apply(self._floating())
-    def sigmoid(self): return Sigmoid.apply(self._floating())
-    def relu(self): return Relu.apply(self)
-    def erf(self): return Erf.apply(self._floating())
+    def exp(self): return elementwise.Exp.apply(self._floating())
+    def log(self): return elementwise.Log.apply(self._floating())
+    def sqrt(self): return elementwise.Sqrt.apply(self._floating())
+    def abs(self): return elementwise.Abs.apply(self)
+    def tanh(self): return elementwise.Tanh.apply(self._floating())
+    def sigmoid(self): return elementwise.Sigmoid.apply(self._floating())
+    def relu(self): return elementwise.Relu.apply(self)
+    def erf(self): return elementwise.Erf.apply(self._floating())
+    def sin(self): return elementwise.Sin.apply(self._floating())
+    def cos(self): return elementwise.Cos.apply(self._floating())
 
     def _floating(self) -> "Tensor":
         """Integer input to a float function gives the default float dtype, as in torch."""
         return self.float() if self.dtype.kind != "f" else self
 
     def clamp(self, min=None, max=None) -> "Tensor":
-        return Clamp.apply(self, lo=min, hi=max)
+        return elementwise.Clamp.apply(self, lo=min, hi=max)
 
     clip = clamp
 
     def maximum(self, other: "Tensor") -> "Tensor":
-        return _binary(Maximum, self, other)
+        return _binary(elementwise.Maximum, self, other)
 
     def minimum(self, other: "Tensor") -> "Tensor":
-        return _binary(Minimum, self, other)
-
-    # ---- reductions ----------------------------------------------------------------------------
-    def sum(self, dim=None, keepdim: bool = False) -> "Tensor":
-        return Sum.apply(self, axis=_norm_dim(dim, self.ndim), keepdims=keepdim)
-
-    def mean(self, dim=None, keepdim: bool = False) -> "Tensor":
-        return Mean.apply(self, axis=_norm_dim(dim, self.ndim), keepdims=keepdim)
-
-    def var(self, dim=None, unbiased: bool | None = None, keepdim: bool = False, *,
-            correction: int | None = None) -> "Tensor":
-        if correction is None:
-            correction = 0 if unbiased is False else 1
-        return Var.apply(self, axis=_norm_dim(dim, self.ndim), correction=correction, keepdims=keepdim)
-
-    def std(self, dim=None, unbiased: bool | None = None, keepdim: bool = False, *,
-            correction: int | None = None) -> "Tensor":
-        return self.var(dim, unbiased, keepdim, correction=correction).sqrt()
-
-    def max(self, dim=None, keepdim: bool = False):
-        """torch's three forms: ``max()`` the largest value (ties share the gradient); ``max(dim)``
-        (values, indices), the gradient going to the returned index only; ``max(other)`` elementwise."""
-        if isinstance(dim, Tensor):
-            return self.maximum(dim)
-        return self._extreme(dim, keepdim, largest=True)
-
-    def min(self, dim=None, keepdim: bool = False):
-        """As ``max``, for the smallest."""
-        if isinstance(dim, Tensor):
-            return self.minimum(dim)
-        return self._extreme(dim, keepdim, largest=False)
-
-    def _extreme(self, dim, keepdim: bool, largest: bool):
-        if dim is None:
-            return self.amax() if largest else self.amin()
-        axis = _norm_dim(dim, self.ndim)
-        idx = (self._xp.argmax if largest else self._xp.argmin)(self._data, axis, keepdims=True)
-        values = Gather.apply(self, idx, axis)
-        indices = Tensor._make(idx, self._xp, self.device)
-        if not keepdim:
-            values, indices = values.squeeze(axis), indices.squeeze(axis)
-        return MaxResult(values, indices)
-
-    def amax(self, dim=None, keepdim: bool = False) -> "Tensor":
-        return Amax.apply(self, axis=_norm_dim(dim, self.ndim), keepdims=keepdim)
-
-    def amin(self, dim=None, keepdim: bool = False) -> "Tensor":
-        return -(-self).amax(dim, keepdim)  # min a = -max(-a), ties sharing the gradient likewise
-
-    def argmax(self, dim: int | None = None, keepdim: bool = False) -> "Tensor":
-        return self._arg(self._xp.argmax, dim, keepdim)
-
-    def argmin(self, dim: int | None = None, keepdim: bool = False) -> "Tensor":
-        return self._arg(self._xp.argmin, dim, keepdim)
-
-    def _arg(self, fn, dim, keepdim: bool) -> "Tensor":
-        if dim is None:
-            return Tensor._make(fn(self._xp.reshape(self._data, (-1,)), 0), self._xp, self.device)
-        return Tensor._make(fn(self._data, _norm_dim(dim, self.ndim), keepdims=keepdim), self._xp, self.device)
-
-    # ---- shape ---------------------------------------------------------------------------------
-    def reshape(self, *shape) -> "Tensor":
-        return self._view(Reshape.apply(self, shape_arg(shape)))
-
-    view = reshape
-
-    def view_as(self, other: "Tensor") -> "Tensor":
-        return self.reshape(other.shape)
-
-    reshape_as = view_as
-
-    def flatten(self, start_dim: int = 0, end_dim: int = -1) -> "Tensor":
-        if self.ndim == 0:
-            return self.reshape(1)
-        s, e = _norm_dim(start_dim, self.ndim), _norm_dim(end_dim, self.ndim)
-        return self.reshape(self.shape[:s] + (-1,) + self.shape[e + 1:])
-
-    def permute(self, *dims) -> "Tensor":
-        return self._view(Permute.apply(self, tuple(_norm_dim(d, self.ndim) for d in shape_arg(dims))))
-
-    def transpose(self, dim0: int, dim1: int) -> "Tensor":
-        dims = list(range(self.ndim))
-        a, b = _norm_dim(dim0, self.ndim), _norm_dim(dim1, self.ndim)
-        dims[a], dims[b] = dims[b], dims[a]
-        return self.permute(dims)
-
-    @property
-    def T(self) -> "Tensor":
-        return self.permute(tuple(reversed(range(self.ndim))))
-
-    @property
-    def mT(self) -> "Tensor":
-        return self.transpose(-2, -1)
-
-    def expand(self, *shape) -> "Tensor":
-        shape = shape_arg(shape)
-        lead = len(shape) - self.ndim
-        full = tuple(self.shape[i - lead] if n == -1 else n for i, n in enumerate(shape))
-        return self._view(Expand.apply(self, full))
-
-    def squeeze(self, dim: int | None = None) -> "Tensor":
-        if dim is None:
-            return self.reshape(tuple(n for n in self.shape if n != 1))
-        d = _norm_dim(dim, self.ndim)
-        if self.shape[d] != 1:
-            return self
-        return self.reshape(self.shape[:d] + self.shape[d + 1:])
-
-    def unsqueeze(self, dim: int) -> "Tensor":
-        d = dim if dim >= 0 else dim + self.ndim + 1
-        return self.reshape(self.shape[:d] + (1,) + self.shape[d:])
-
-    def split(self, split_size: int | Sequence[int], dim: int = 0) -> tuple:
-        """Chunks of ``split_size`` (or of the listed sizes) along ``dim``: views by slicing."""
-        d, n = _norm_dim(dim, self.ndim), self.shape[_norm_dim(dim, self.ndim)]
-        sizes = ([split_size] * (n // split_size) + ([n % split_size] if n % split_size else [])
-                 if isinstance(split_size, int) else list(split_size))
-        if sum(sizes) != n:
-            raise ValueError(f"split sizes {sizes} do not add up to dim {dim}'s size {n}")
-        out, start = [], 0
-        for size in sizes:
-            out.append(self[(slice(None),) * d + (slice(start, start + size),)])
-            start += size
-        return tuple(out)
-
-    def __getitem__(self, key) -> "Tensor":
-        return self._view(Index.apply(self, key=raw_key(key)))
+        return _binary(elementwise.Minimum, self, other)
 
     def masked_fill(self, mask: "Tensor", value: float) -> "Tensor":
         """Where ``mask`` is True, ``value``; elsewhere self (gradient flows only there)."""
-        return Where.apply(value, self, _raw(mask))
+        return elementwise.Where.apply(value, self, _raw(mask))
 
-    def softmax(self, dim: int) -> "Tensor":
-        from .nn import functional as F
-
-        return F.softmax(self, dim)
-
-    def log_softmax(self, dim: int) -> "Tensor":
-        from .nn import functional as F
-
-        return F.log_softmax(self, dim)
-
-
-def raw_key(key):
-    """An index key with Tensors replaced by their raw arrays (a 0-d integer tensor by its int)."""
-    if isinstance(key, tuple):
-        return tuple(raw_key(k) for k in key)
-    return key._data if isinstance(key, Tensor) else key

@@ -102,7 +102,7 @@ def shares_memory(a, b) -> bool:
 
 
 # ---- elementwise -------------------------------------------------------------------------------
-exp, log, sqrt, abs, tanh, sign = np.exp, np.log, np.sqrt, np.abs, np.tanh, np.sign
+exp, log, sqrt, abs, tanh, sign, sin, cos = np.exp, np.log, np.sqrt, np.abs, np.tanh, np.sign, np.sin, np.cos
 maximum, minimum, where, nonzero = np.maximum, np.minimum, np.where, np.nonzero
 
 
@@ -210,6 +210,26 @@ def argmax(x, axis, keepdims=False):
 
 def argmin(x, axis, keepdims=False):
     return np.argmin(x, axis=axis, keepdims=keepdims)
+
+
+def all(x, axis=None, keepdims=False):
+    return np.all(x, axis=axis, keepdims=keepdims)
+
+
+def any(x, axis=None, keepdims=False):
+    return np.any(x, axis=axis, keepdims=keepdims)
+
+
+def topk_indices(x, k, axis, largest):
+    """Indices of the k largest (or smallest) entries along ``axis``, in order (a stable sort, so
+    ties keep their first-come order)."""
+    order = np.argsort(-x if largest else x, axis=axis, kind="stable")
+    return np.take(order, np.arange(k), axis=axis)
+
+
+def tri(n, m, k, device=None):
+    """The bool [n, m] mask of j <= i + k (np.tri)."""
+    return np.tri(n, m, k, dtype=bool)
 
 
 # ---- shape -------------------------------------------------------------------------------------

@@ -124,6 +124,7 @@ def shares_memory(a, b) -> bool:
 
 # ---- elementwise -------------------------------------------------------------------------------
 exp, log, sqrt, abs, tanh, sign = torch.exp, torch.log, torch.sqrt, torch.abs, torch.tanh, torch.sign
+sin, cos = torch.sin, torch.cos
 erf, normal_cdf = torch.special.erf, torch.special.ndtr
 
 
@@ -196,6 +197,31 @@ def argmax(x, axis, keepdims=False):
 
 def argmin(x, axis, keepdims=False):
     return torch.argmin(x, dim=axis, keepdim=keepdims)
+
+
+def _over(fn, x, axis, keepdims):
+    if axis is None:
+        return fn(x) if not keepdims else fn(x).reshape((1,) * x.ndim)
+    for a in sorted((axis,) if isinstance(axis, int) else axis, reverse=True):
+        x = fn(x, dim=a, keepdim=keepdims)
+    return x
+
+
+def all(x, axis=None, keepdims=False):
+    return _over(torch.all, x, axis, keepdims)
+
+
+def any(x, axis=None, keepdims=False):
+    return _over(torch.any, x, axis, keepdims)
+
+
+def topk_indices(x, k, axis, largest):
+    return torch.topk(x, k, dim=axis, largest=largest, sorted=True).indices
+
+
+def tri(n, m, k, device=None):
+    """The bool [n, m] mask of j <= i + k."""
+    return torch.ones(n, m, dtype=torch.bool, device=_dev(device)).tril(k)
 
 
 # ---- shape -------------------------------------------------------------------------------------

@@ -153,6 +153,34 @@ class Log(Function):
         return g / a
 
 
+class Sin(Function):
+    """z = sin a;  dz/da = cos a."""
+
+    @staticmethod
+    def forward(ctx, a):
+        ctx.save_for_backward(a)
+        return ctx.xp.sin(a)
+
+    @staticmethod
+    def backward(ctx, g):
+        (a,) = ctx.saved_tensors
+        return g * ctx.xp.cos(a)
+
+
+class Cos(Function):
+    """z = cos a;  dz/da = -sin a."""
+
+    @staticmethod
+    def forward(ctx, a):
+        ctx.save_for_backward(a)
+        return ctx.xp.cos(a)
+
+    @staticmethod
+    def backward(ctx, g):
+        (a,) = ctx.saved_tensors
+        return -g * ctx.xp.sin(a)
+
+
 class Sqrt(Function):
     """z = sqrt(a);  dz/da = 1 / (2 sqrt(a)) = 1 / (2z)."""
 
