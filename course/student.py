@@ -1,8 +1,9 @@
 """``python -m course.student OUT``: write the student copy of the project to OUT.
 
-The copy is the project's tracked files (``git ls-files``; no .venv, site/, runs/, lessons/out),
-with every assignment's blanks replaced by ``raise NotImplementedError("<task id>: <hint>")`` and
-the instructor-only ``tags=["answers"]`` cells dropped from the lessons. Every blank is checked
+The copy is the project's tracked files (``git ls-files``; no .venv, site/, runs/, lessons/out, nor
+the grader's own tests), with every assignment's blanks replaced by
+``raise NotImplementedError("<task id>: <hint>")`` and the instructor-only ``tags=["answers"]``
+cells dropped from the lessons. Every blank is checked
 before anything is written: a blank naming a missing file, function or marker is an error.
 """
 from __future__ import annotations
@@ -16,7 +17,8 @@ from pathlib import Path
 from . import _blank, assignments
 
 ROOT = Path(__file__).resolve().parent.parent
-SKIP = (".venv/", "site/", "runs/", "lessons/out/", "student/")
+# Not copied: build outputs, and the grader's own tests (their planted bugs are near-solutions).
+SKIP = (".venv/", "site/", "runs/", "lessons/out/", "student/", "tests/test_course_")
 
 
 class BuildError(Exception):

@@ -46,6 +46,7 @@ def grade(tree: Path, tmp_path: Path, *extra: str) -> dict:
 
 
 def copy_tree(dst: Path) -> Path:
+    """The tracked files, as the student build copies them (none of them blanked)."""
     for f in student.tracked_files(ROOT):
         (dst / f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / f, dst / f)
@@ -104,6 +105,7 @@ def test_student_build_is_importable_and_keeps_the_rest_of_each_file(student_tre
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith(str(student_tree))
     assert not (student_tree / ".venv").exists() and (student_tree / "README.md").is_file()
+    assert not list((student_tree / "tests").glob("test_course_*.py"))  # planted bugs ~ solutions
     # Outside the blanked bodies every line is the reference's, in order (comments included).
     for rel in ("minigrad/ops/elementwise.py", "mini_bert/model.py"):
         ref, stu = (ROOT / rel).read_text().splitlines(), (student_tree / rel).read_text().splitlines()
@@ -117,6 +119,8 @@ def test_student_build_is_importable_and_keeps_the_rest_of_each_file(student_tre
     lesson = (student_tree / "lessons/03_bce_derivation.py").read_text()
     assert "# BEGIN SOLUTION a2-logreg-grad\n# YOUR CODE HERE\nraise NotImplementedError(" in lesson
     assert "grad_simple = X_np.T" not in lesson
+    for path in (student_tree / "lessons").glob("[0-9][0-9]_*.py"):  # answers: instructor build only
+        assert 'tags=["answers"]' not in path.read_text(), path.name
 
 
 def test_planted_wrong_backward_and_import_torch_fail_alone(tmp_path: Path) -> None:
