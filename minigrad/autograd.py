@@ -85,10 +85,11 @@ class Context:
     its parents' *nodes*, never to their output Tensors, so an intermediate result that no
     backward needs is freed as soon as the user drops it (torch's graph works the same way).
     ``shapes`` keeps each input's shape for unbroadcast. ``needs_input_grad`` is known before
-    ``forward`` runs, so an op can skip saving what no gradient will need. ``versions`` holds, for
-    each saved array that is an input's or the output's storage, (its tensor's version counter,
-    the version when saved, its position in ``saved``): an in-place change after that is an error
-    at backward time, as in torch, instead of a wrong gradient.
+    ``forward`` runs, so an op can skip saving what no gradient will need. When it saved anything,
+    ``versions`` holds (version counter, version then, id of the array) for each input and the
+    output: if one of those arrays is among the saved ones and its tensor was changed in place since,
+    backward raises torch's error instead of computing a wrong gradient. The ids stay valid: the
+    saved arrays are alive, so no other object can reuse their ids.
     """
 
     __slots__ = ("fn", "xp", "device", "parents", "shapes", "needs_input_grad", "saved", "freed",
@@ -110,33 +111,20 @@ class Context:
     def name(self) -> str:
         return self.fn.__name__ + "Backward"
 
-    def record_versions(self, inputs, raw, out) -> None:
-        """Note the version of every saved array that is an input's (or ``out``'s) storage."""
-        found = []
-        for i, s in enumerate(self.saved):
-            if s is None or not hasattr(s, "shape"):
-                continue
-            if s is out._data:
-                found.append((out._vc, out._vc[0], i))
-                continue
-            for a, r in zip(inputs, raw):
-                if r is s and a is not r:
-                    found.append((a._vc, a._vc[0], i))
-                    break
-        self.versions = tuple(found)
-
     def check_versions(self) -> None:
-        for counter, version, i in self.versions:
-            if counter[0] != version:
-                s = self.saved[i]
-                raise RuntimeError(
-                    "one of the variables needed for gradient computation has been modified by an "
-                    f"inplace operation: [{self.xp.dtype_of(s)} {list(s.shape)}], saved by "
-                    f"{self.name()}, is at version {counter[0]}; expected version {version} instead. "
-                    "Hint: use an out-of-place op (x = x + 1) or .clone() the tensor before changing it.")
+        """Raise torch's error if an input or output whose array this node saved was changed in
+        place since (a saved array is one of ``versions``' (counter, version, id) by identity)."""
+        for counter, version, ident in self.versions:
+            if counter[0] == version:
+                continue
+            for s in self.saved:
+                if id(s) == ident:
+                    raise RuntimeError(
+                        "one of the variables needed for gradient computation has been modified by an "
+                        f"inplace operation: [{self.xp.dtype_of(s)} {list(s.shape)}], saved by "
+                        f"{self.name()}, is at version {counter[0]}; expected version {version} instead. "
+                        "Hint: use an out-of-place op (x = x + 1) or .clone() the tensor before changing it.")
 
-    def __repr__(self) -> str:
-        return f"<{self.name()}>"
 
 
 class Function:
@@ -154,8 +142,7 @@ class Function:
     def apply(cls, *args, **kwargs):
         Tensor = _tensor.Tensor
         xp = device = None
-        raw = []
-        any_requires_grad = False
+        raw, needs = [], []
         for a in args:
             if isinstance(a, Tensor):
                 if xp is None:
@@ -164,27 +151,36 @@ class Function:
                     raise RuntimeError(f"{cls.__name__}: expected all tensors on one device, "
                                        f"got {device!r} and {a.device!r}")
                 raw.append(a._data)
-                any_requires_grad = any_requires_grad or a.requires_grad
+                needs.append(a.requires_grad)
             else:
                 raw.append(a)
+                needs.append(False)
         if xp is None:
             raise TypeError(f"{cls.__name__}.apply needs at least one Tensor argument")
-        record = any_requires_grad and is_grad_enabled()
-        needs = tuple(isinstance(a, Tensor) and a.requires_grad for a in args) if record else \
-            (False,) * len(args)
-        ctx = Context(cls, xp, device, needs)
+        record = True in needs and getattr(_state, "grad_enabled", True)  # is_grad_enabled(), inlined
+        ctx = Context(cls, xp, device, tuple(needs) if record else (False,) * len(args))
         if _profiler is None:
             out = cls.forward(ctx, *raw, **kwargs)
         else:
             out = _profiler.run_forward(cls, ctx, device, raw, kwargs)
         if not record:
             return Tensor._make(out, xp, device)
-        ctx.parents = tuple((a if a.grad_fn is None else a.grad_fn) if isinstance(a, Tensor)
-                            else None for a in args)
-        ctx.shapes = tuple(a._data.shape if isinstance(a, Tensor) else None for a in args)
+        parents, shapes, versions = [], [], []
+        saved = ctx.saved
+        for a, r in zip(args, raw):
+            if a is r:  # not a Tensor
+                parents.append(None)
+                shapes.append(None)
+                continue
+            parents.append(a if a.grad_fn is None else a.grad_fn)
+            shapes.append(r.shape)
+            if saved:
+                versions.append((a._vc, a._vc[0], id(r)))
+        ctx.parents, ctx.shapes = tuple(parents), tuple(shapes)
         result = Tensor._make(out, xp, device, grad_fn=ctx)
-        if ctx.saved:
-            ctx.record_versions(args, raw, result)
+        if saved:
+            versions.append((result._vc, 0, id(out)))
+            ctx.versions = versions
         return result
 
 
@@ -238,15 +234,16 @@ def backward(root, grad, retain_graph: bool = False) -> None:
             continue
         if node.freed:
             raise _freed_error(node)
-        if node.versions:
-            node.check_versions()
+        for counter, version, _ in node.versions:
+            if counter[0] != version:
+                node.check_versions()
         if _profiler is None:
             grads = node.fn.backward(node, entry[0])
         else:
             grads = _profiler.run_backward(node, entry[0])
         if not isinstance(grads, tuple):
             grads = (grads,)
-        if not retain_graph and any(hasattr(s, "shape") for s in node.saved):
+        if not retain_graph and node.saved and any(hasattr(s, "shape") for s in node.saved):
             # Only nodes holding arrays are freed: one that saved nothing (or only Python numbers)
             # stays usable, so a second backward through it works, as in torch.
             node.saved, node.freed = (), True

@@ -23,38 +23,36 @@ def _raw(x):
     return x._data if isinstance(x, Tensor) else x
 
 
-def _promote(a, b, true_divide: bool = False) -> tuple:
-    """Cast a numpy-backend op's operands to torch's result dtype (see dtypes.py); the torch
-    backend promotes by torch's rules itself. The common cases return at once."""
-    ra, rb = _raw(a), _raw(b)
-    da, db = getattr(ra, "dtype", None), getattr(rb, "dtype", None)
-    if da is db and not (true_divide and da.kind != "f"):
-        return a, b
-    if (type(rb) is float or type(rb) is int) and da is not None and da.kind == "f":
-        return a, b
-    if (type(ra) is float or type(ra) is int) and db is not None and db.kind == "f":
-        return a, b
+def _promote(fn, a, b, true_divide: bool) -> tuple:
+    """Cast a numpy-backend op's operands to torch's result dtype (see dtypes.py)."""
+    if fn is elementwise.Sub and any(isinstance(x, (bool, np.bool_)) or getattr(_raw(x), "dtype", None) == np.bool_
+                                     for x in (a, b)):
+        raise RuntimeError("Subtraction, the `-` operator, with a bool tensor is not supported. If you are "
+                           "trying to invert a mask, use the `~` or `logical_not()` operator instead.")
     target = dtypes.result_type(*(np.asarray(x._data) if isinstance(x, Tensor) else x for x in (a, b)),
                                 true_divide=true_divide)
     return tuple(x.to(dtype=target) if isinstance(x, Tensor) and x.dtype != target else
                  x.item() if isinstance(x, np.generic) else x for x in (a, b))
 
 
+_WEAK = (float, int)  # Python numbers a float tensor absorbs as numpy does (bool is handled apart)
+
+
 def _binary(fn, a, b, true_divide: bool = False):
-    t = a if isinstance(a, Tensor) else b
-    if t._xp is numpy_backend:
-        a, b = _promote(a, b, true_divide)
+    """fn.apply(a, b) with torch's result dtype. The torch backend promotes by torch's rules itself;
+    on numpy the common cases (equal dtypes, a float tensor with a Python number) go straight
+    through, the rest are cast by ``_promote``. Inlined checks: this runs for every + - * /."""
+    if isinstance(a, Tensor):
+        if a._xp is numpy_backend:
+            da = a._data.dtype
+            if isinstance(b, Tensor):
+                if b._data.dtype is not da or (true_divide and da.kind != "f") or da.kind == "b":
+                    a, b = _promote(fn, a, b, true_divide)
+            elif type(b) not in _WEAK or da.kind != "f":
+                a, b = _promote(fn, a, b, true_divide)
+    elif b._xp is numpy_backend and (type(a) not in _WEAK or b._data.dtype.kind != "f"):
+        a, b = _promote(fn, a, b, true_divide)
     return fn.apply(a, b)
-
-
-def _subtract(a, b):
-    """a - b; like torch, refuse bool operands (numpy would subtract them as 0/1)."""
-    t = a if isinstance(a, Tensor) else b
-    if t._xp is numpy_backend and any(isinstance(x, (bool, np.bool_)) or getattr(_raw(x), "dtype", None) == np.bool_
-                                      for x in (a, b)):
-        raise RuntimeError("Subtraction, the `-` operator, with a bool tensor is not supported. If you are "
-                           "trying to invert a mask, use the `~` or `logical_not()` operator instead.")
-    return _binary(elementwise.Sub, a, b)
 
 
 class Tensor(TensorMethods, InplaceMixin):
@@ -310,8 +308,8 @@ class Tensor(TensorMethods, InplaceMixin):
     # ---- arithmetic ----------------------------------------------------------------------------
     def __add__(self, o): return _binary(elementwise.Add, self, o)
     def __radd__(self, o): return _binary(elementwise.Add, o, self)
-    def __sub__(self, o): return _subtract(self, o)
-    def __rsub__(self, o): return _subtract(o, self)
+    def __sub__(self, o): return _binary(elementwise.Sub, self, o)
+    def __rsub__(self, o): return _binary(elementwise.Sub, o, self)
     def __mul__(self, o): return _binary(elementwise.Mul, self, o)
     def __rmul__(self, o): return _binary(elementwise.Mul, o, self)
     def __truediv__(self, o): return _binary(elementwise.Div, self, o, true_divide=True)
@@ -342,8 +340,7 @@ class Tensor(TensorMethods, InplaceMixin):
     def __pow__(self, p):
         if isinstance(p, Tensor):
             raise TypeError("minigrad supports a constant (Python number) exponent, or a constant base")
-        t, p = _promote(self, p) if self._xp is numpy_backend else (self, p)
-        return elementwise.Pow.apply(t, p)
+        return _binary(elementwise.Pow, self, p)
 
     pow = __pow__
 
