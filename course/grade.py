@@ -77,6 +77,52 @@ def forbidden_reason(source: str, reference_paths: tuple[str, ...] = ()) -> str 
     return None
 
 
+def _members(tree: ast.Module):
+    """Top-level statements, with each class opened up into its own statements."""
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef):
+            yield from node.body
+        else:
+            yield node
+
+
+def _bound(node: ast.AST) -> set[str]:
+    """Names a top-level statement binds (def/class name, import alias, assignment target)."""
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return {node.name}
+    if isinstance(node, (ast.Import, ast.ImportFrom)):
+        return {(a.asname or a.name).split(".")[0] for a in node.names}
+    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+
+
+def _used(node: ast.AST) -> set[str]:
+    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
+
+
+def added_code_reason(root: Path, path: str, graded: str, reference_paths: tuple[str, ...]) -> str | None:
+    """Scan the code the graded function reaches that the student added or changed *outside* the
+    blank (a helper, a module-level import): it could otherwise smuggle torch in. Statements equal
+    to the reference's are trusted (the reference may use torch where nothing is graded)."""
+    try:
+        tree = ast.parse((root / path).read_text(encoding="utf-8"))
+        reference = ast.parse((GRADER_ROOT / path).read_text(encoding="utf-8"))
+    except (OSError, SyntaxError):
+        return None  # a missing or broken file is reported by the task itself
+    known = {ast.dump(n) for n in _members(reference)}
+    added = [n for n in _members(tree) if ast.dump(n) not in known]
+    names, seen = _used(ast.parse(textwrap.dedent(graded))), set()
+    while True:  # what the graded code uses, and what that uses in turn
+        reached = [n for n in added if _bound(n) & names and id(n) not in seen]
+        if not reached:
+            return None
+        for node in reached:
+            seen.add(id(node))
+            reason = forbidden_reason(ast.unparse(node), reference_paths)
+            if reason:
+                return f"{path}: code added at line {node.lineno}, which the graded code calls, {reason}"
+            names |= _used(node)
+
+
 def reference_available(tasks: list[Task]) -> bool:
     """True if the grader's own tree holds a solution (not a stub) for every blank."""
     for task in tasks:
@@ -104,6 +150,10 @@ def _run_task(root: Path, assignment: Assignment, task: Task, seed: int, isolate
         except _blank.BlankError as e:
             return result(False, f"cannot find the graded code: {e}")
         reason = forbidden_reason(src, reference_paths)
+        if not reason and isolate and not blank.is_region:
+            reason = added_code_reason(root, blank.path, src, reference_paths)
+            if reason:
+                return result(False, reason)
         if reason:
             return result(False, f"{blank} {reason}")
     with tempfile.TemporaryDirectory(prefix="grade-") as tmp:

@@ -123,11 +123,14 @@ def test_student_build_is_importable_and_keeps_the_rest_of_each_file(student_tre
         assert 'tags=["answers"]' not in path.read_text(), path.name
 
 
-def test_planted_wrong_backward_and_import_torch_fail_alone(tmp_path: Path) -> None:
+def test_planted_wrong_backward_and_torch_fail_alone(tmp_path: Path) -> None:
     tree = copy_tree(tmp_path / "planted")
     ew = tree / "minigrad/ops/elementwise.py"
     replace_body(ew, "Mul.backward", ["a, b = ctx.saved_tensors", "return g * a, g * a"])
     replace_body(ew, "Div.backward", ["import torch  # planted"] + body_lines(ew, "Div.backward"))
+    # torch smuggled in through a helper added next to the graded function, under another name
+    ew.write_text(ew.read_text() + "\n\ndef _helper(g):\n    import torch as tt\n    return g * tt.ones(1).item()\n")
+    replace_body(ew, "Exp.backward", ["(z,) = ctx.saved_tensors", "return _helper(g) * z"])
     data = grade(tree, tmp_path, "--assignment", "a1")
     by = {t["task"]: t for t in data["tasks"]}
     assert set(by) == {t.id for t in TASKS.values() if t.id.startswith("a1.")}
@@ -135,9 +138,11 @@ def test_planted_wrong_backward_and_import_torch_fail_alone(tmp_path: Path) -> N
         by["a1.mul"]["message"], (SEED, by["a1.mul"])
     assert not by["a1.div"]["passed"] and \
         by["a1.div"]["message"].endswith("uses torch (forbidden in graded code)"), by["a1.div"]
-    others = [t for k, t in by.items() if k not in ("a1.mul", "a1.div")]
+    assert not by["a1.exp_log"]["passed"] and "code added at line" in by["a1.exp_log"]["message"] \
+        and by["a1.exp_log"]["message"].endswith("uses torch (forbidden in graded code)"), by["a1.exp_log"]
+    others = [t for k, t in by.items() if k not in ("a1.mul", "a1.div", "a1.exp_log")]
     assert all(t["passed"] for t in others), (SEED, [t for t in others if not t["passed"]])
-    lost = TASKS["a1.mul"].points + TASKS["a1.div"].points
+    lost = sum(TASKS[k].points for k in ("a1.mul", "a1.div", "a1.exp_log"))
     assert data["total"] == data["max"] - lost
 
 
