@@ -1,102 +1,29 @@
-"""``minigrad.nn.functional``: the fused neural-network ops, named and behaving as in torch.
+"""``minigrad.nn.functional``: torch's functional API as thin wrappers over the ops.
 
-Fused means one Function with a hand-derived backward instead of a chain of primitive ops. That
-saves memory (fewer saved intermediates) and time (fewer passes), and it is where numerical care
-lives: softmax subtracts the row max, BCE-with-logits never exponentiates a positive number.
-The losses live in ``minigrad.nn.losses`` and are re-exported here.
+Each function checks its arguments (shapes, ranges, ``reduction``), turns torch's arguments into the
+op's (a negative ``dim`` into an axis, a target Tensor into its raw array) and calls one
+``Function`` from ``minigrad.ops``: the math and the hand-derived backwards live there
+(``ops/nn.py`` for the layers, ``ops/loss.py`` for the losses).
 """
 from __future__ import annotations
 
-from ..autograd import Function
-from ..ops import elementwise as E
+from ..ops.elementwise import Gelu
+from ..ops.loss import BCEWithLogits, BinaryCrossEntropy, CrossEntropy
+from ..ops.nn import Dropout, Embedding, LayerNorm, Linear
 from ..random import default_generator
-from ..tensor import Tensor, _norm_dim
-from .losses import (binary_cross_entropy, binary_cross_entropy_with_logits,  # noqa: F401
-                     cross_entropy, mse_loss)
+from ..tensor import Tensor
+
+_REDUCTIONS = ("mean", "sum", "none")
 
 
-class Softmax(Function):
-    """s = e^(x - max x) / Σ e^(x - max x) along ``axis`` (the max keeps exp from overflowing).
-
-    Jacobian ds_i/dx_j = s_i (δ_ij - s_j), so the vector-Jacobian product is s ⊙ (g - Σ_j g_j s_j).
-    """
-
-    @staticmethod
-    def forward(ctx, x, axis):
-        xp = ctx.xp
-        e = xp.exp_(x - xp.amax(x, axis=axis, keepdims=True))  # in place on the fresh difference
-        e *= 1.0 / xp.sum(e, axis=axis, keepdims=True)  # one reciprocal per row, then multiplies
-        ctx.save_for_backward(e)
-        ctx.axis = axis
-        return e
-
-    @staticmethod
-    def backward(ctx, g):
-        (s,) = ctx.saved_tensors
-        gs = g * s
-        return gs - s * ctx.xp.sum(gs, axis=ctx.axis, keepdims=True), None
+def softmax(input: Tensor, dim: int) -> Tensor:
+    """e^x / Σ e^x along ``dim`` (the fused ``ops.nn.Softmax``, shared with ``Tensor.softmax``)."""
+    return input.softmax(dim)
 
 
-class LogSoftmax(Function):
-    """y = x - max x - log Σ e^(x - max x);  dy_i/dx_j = δ_ij - softmax_j, so vjp = g - e^y Σ g."""
-
-    @staticmethod
-    def forward(ctx, x, axis):
-        xp = ctx.xp
-        shifted = x - xp.amax(x, axis=axis, keepdims=True)
-        y = shifted - xp.log(xp.sum(xp.exp(shifted), axis=axis, keepdims=True))
-        ctx.save_for_backward(y)
-        ctx.axis = axis
-        return y
-
-    @staticmethod
-    def backward(ctx, g):
-        (y,) = ctx.saved_tensors
-        return g - ctx.xp.exp(y) * ctx.xp.sum(g, axis=ctx.axis, keepdims=True), None
-
-
-def softmax(x: Tensor, dim: int) -> Tensor:
-    return Softmax.apply(x, _norm_dim(dim, x.ndim))
-
-
-def log_softmax(x: Tensor, dim: int) -> Tensor:
-    return LogSoftmax.apply(x, _norm_dim(dim, x.ndim))
-
-
-class LayerNorm(Function):
-    """y = x̂ w + b,  x̂ = (x - μ) / sqrt(σ² + eps), μ and σ² (biased) over the last ``n`` dims.
-
-    With D normalised elements and ĝ = g w:
-        dx = (ĝ - mean(ĝ) - x̂ mean(ĝ x̂)) / sqrt(σ² + eps),   dw = Σ g x̂,   db = Σ g
-    (the two mean terms are the gradient flowing through μ and σ²).
-    """
-
-    @staticmethod
-    def forward(ctx, x, weight, bias, n, eps):
-        xp = ctx.xp
-        axes = tuple(range(x.ndim - n, x.ndim))
-        xc = x - xp.mean(x, axis=axes, keepdims=True)
-        rstd = 1.0 / xp.sqrt(xp.mean(xc * xc, axis=axes, keepdims=True) + eps)
-        xhat = xc * rstd
-        ctx.save_for_backward(xhat, rstd, weight)
-        ctx.axes = axes
-        y = xhat * weight if weight is not None else xhat
-        return y + bias if bias is not None else y
-
-    @staticmethod
-    def backward(ctx, g):
-        xp, axes = ctx.xp, ctx.axes
-        xhat, rstd, weight = ctx.saved_tensors
-        need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        gx = None
-        if need_x:
-            gh = g * weight if weight is not None else g
-            gx = (gh - xp.mean(gh, axis=axes, keepdims=True)
-                  - xhat * xp.mean(gh * xhat, axis=axes, keepdims=True)) * rstd
-        lead = tuple(range(g.ndim - len(axes)))
-        gw = xp.sum(g * xhat, axis=lead) if need_w else None
-        gb = xp.sum(g, axis=lead) if need_b else None
-        return gx, gw, gb, None, None
+def log_softmax(input: Tensor, dim: int) -> Tensor:
+    """x - log Σ e^x along ``dim`` (the fused ``ops.nn.LogSoftmax``)."""
+    return input.log_softmax(dim)
 
 
 def layer_norm(x: Tensor, normalized_shape, weight: Tensor | None = None,
@@ -108,28 +35,6 @@ def layer_norm(x: Tensor, normalized_shape, weight: Tensor | None = None,
     return LayerNorm.apply(x, weight, bias, len(shape), eps)
 
 
-class Dropout(Function):
-    """y = x m / (1 - p), m ~ Bernoulli(1 - p);  dy/dx = m / (1 - p) (inverted dropout: eval needs
-    no rescaling)."""
-
-    @staticmethod
-    def forward(ctx, x, p, generator):
-        xp = ctx.xp
-        keep = xp.rand(generator, x.shape, xp.dtype_of(x)) >= p  # bool: 1 byte an element to save
-        ctx.save_for_backward(keep)
-        ctx.scale = 1.0 / (1.0 - p)
-        y = x * keep
-        y *= ctx.scale
-        return y
-
-    @staticmethod
-    def backward(ctx, g):
-        (keep,) = ctx.saved_tensors
-        gx = g * keep
-        gx *= ctx.scale
-        return gx, None, None
-
-
 def dropout(x: Tensor, p: float = 0.5, training: bool = True, generator=None) -> Tensor:
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"dropout probability must be in [0, 1], got {p}")
@@ -138,26 +43,6 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True, generator=None) ->
     if p == 1.0:
         return x * 0.0
     return Dropout.apply(x, p, generator or default_generator(x.device))
-
-
-class Embedding(Function):
-    """y = W[ids];  dW = Σ over positions of g scattered to rows by id (repeated ids add up).
-
-    The ``padding_idx`` row gets no gradient, as in torch: padding stays a fixed vector."""
-
-    @staticmethod
-    def forward(ctx, weight, ids, padding_idx=None):
-        ctx.save_for_backward(ids)
-        ctx.num, ctx.padding_idx = weight.shape[0], padding_idx
-        return weight[ids]
-
-    @staticmethod
-    def backward(ctx, g):
-        (ids,) = ctx.saved_tensors
-        gw = ctx.xp.embedding_backward(g, ids, ctx.num)
-        if ctx.padding_idx is not None:
-            gw[ctx.padding_idx] = 0
-        return gw, None, None
 
 
 def embedding(input, weight: Tensor, padding_idx: int | None = None) -> Tensor:
@@ -175,43 +60,12 @@ def embedding(input, weight: Tensor, padding_idx: int | None = None) -> Tensor:
     return Embedding.apply(weight, ids._data, padding_idx)
 
 
-class Linear(Function):
-    """y = x Wᵀ + b with W of shape [out, in], as torch.nn.Linear.
-
-    dx = g W,  dW = gᵀ x,  db = Σ g over leading dims. All leading dims are folded into one 2-D
-    matmul: one large GEMM runs ~3x faster in numpy than a batch of small ones.
-    """
-
-    @staticmethod
-    def forward(ctx, x, weight, bias):
-        xp = ctx.xp
-        need_x, need_w = ctx.needs_input_grad[:2]
-        # dx needs W and dW needs x: a frozen weight (LoRA, inference) keeps no activation alive.
-        ctx.save_for_backward(x if need_w else None, weight if need_x else None)
-        ctx.x_shape = x.shape
-        y = xp.reshape(x, (-1, x.shape[-1])) @ weight.mT
-        if bias is not None:
-            y += bias
-        return xp.reshape(y, x.shape[:-1] + (weight.shape[0],))
-
-    @staticmethod
-    def backward(ctx, g):
-        xp = ctx.xp
-        x, weight = ctx.saved_tensors
-        need_x, need_w, need_b = ctx.needs_input_grad
-        g2 = xp.reshape(g, (-1, g.shape[-1]))
-        gx = xp.reshape(g2 @ weight, ctx.x_shape) if need_x else None
-        gw = g2.mT @ xp.reshape(x, (-1, x.shape[-1])) if need_w else None
-        gb = xp.sum(g2, axis=0) if need_b else None
-        return gx, gw, gb
-
-
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     return Linear.apply(x, weight, bias)
 
 
 def gelu(x: Tensor, approximate: str = "none") -> Tensor:
-    return E.Gelu.apply(x, approximate=approximate)
+    return Gelu.apply(x, approximate=approximate)
 
 
 def relu(x: Tensor) -> Tensor:
@@ -224,3 +78,44 @@ def tanh(x: Tensor) -> Tensor:
 
 def sigmoid(x: Tensor) -> Tensor:
     return x.sigmoid()
+
+
+def _check(reduction, a: Tensor, b: Tensor, name: str):
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"{name}: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    if a.shape != b.shape:
+        raise ValueError(f"{name}: input shape {a.shape} and target shape {b.shape} differ")
+
+
+def binary_cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = None,
+                         reduction: str = "mean") -> Tensor:
+    _check(reduction, input, target, "binary_cross_entropy")
+    return BinaryCrossEntropy.apply(input, target._data, None if weight is None else weight._data,
+                                    reduction)
+
+
+def binary_cross_entropy_with_logits(input: Tensor, target: Tensor, weight: Tensor | None = None,
+                                     reduction: str = "mean") -> Tensor:
+    _check(reduction, input, target, "binary_cross_entropy_with_logits")
+    return BCEWithLogits.apply(input, target._data, None if weight is None else weight._data,
+                               reduction)
+
+
+def cross_entropy(input: Tensor, target: Tensor, ignore_index: int = -100,
+                  reduction: str = "mean") -> Tensor:
+    """Cross-entropy of logits ``input`` [N, C] against class ids ``target`` [N] (fused)."""
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"cross_entropy: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    if input.ndim != 2 or target.ndim != 1 or target.shape[0] != input.shape[0]:
+        raise ValueError(f"cross_entropy: expected logits [N, C] and targets [N], got "
+                         f"{input.shape} and {target.shape}")
+    t = target._data
+    return CrossEntropy.apply(input, t, ignore_index, reduction)
+
+
+def mse_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
+    """L = mean (x - y)²: composed from primitive ops, whose gradients the engine chains."""
+    _check(reduction, input, target, "mse_loss")
+    d = input - target
+    sq = d * d
+    return sq.mean() if reduction == "mean" else sq.sum() if reduction == "sum" else sq

@@ -1,4 +1,5 @@
-"""Loss functions, fused, with torch's names, reductions and edge cases.
+"""Fused loss ops, each one ``Function`` with a hand-derived backward; the torch-named wrappers
+(``F.cross_entropy``, ...) that check their arguments are in ``minigrad.nn.functional``.
 
 The binary cross-entropy pair is the heart of the source article's §4.2 derivation:
     on probabilities  L = -[y log ŷ + (1 - y) log(1 - ŷ)],  dL/dŷ = (ŷ - y) / (ŷ (1 - ŷ))
@@ -9,9 +10,6 @@ The first blows up when ŷ saturates at 0 or 1 in float; the second never does.
 from __future__ import annotations
 
 from ..autograd import Function
-from ..tensor import Tensor
-
-_REDUCTIONS = ("mean", "sum", "none")
 
 
 def _reduce(xp, loss, reduction):
@@ -28,13 +26,6 @@ def _reduce_grad(g, shape, reduction):
     for d in shape:
         n *= d
     return g / n if reduction == "mean" else g
-
-
-def _check(reduction, a: Tensor, b: Tensor, name: str):
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"{name}: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
-    if a.shape != b.shape:
-        raise ValueError(f"{name}: input shape {a.shape} and target shape {b.shape} differ")
 
 
 class BinaryCrossEntropy(Function):
@@ -61,13 +52,6 @@ class BinaryCrossEntropy(Function):
         return (gp * w if w is not None else gp), None, None, None
 
 
-def binary_cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = None,
-                         reduction: str = "mean") -> Tensor:
-    _check(reduction, input, target, "binary_cross_entropy")
-    return BinaryCrossEntropy.apply(input, target._data, None if weight is None else weight._data,
-                                    reduction)
-
-
 class BCEWithLogits(Function):
     """L = w [max(z, 0) - z y + log(1 + e^(-|z|))]  (= BCE of σ(z), never overflowing).
 
@@ -89,13 +73,6 @@ class BCEWithLogits(Function):
         z, y, w = ctx.saved_tensors
         gz = _reduce_grad(g, z.shape, ctx.reduction) * (ctx.xp.sigmoid(z) - y)
         return (gz * w if w is not None else gz), None, None, None
-
-
-def binary_cross_entropy_with_logits(input: Tensor, target: Tensor, weight: Tensor | None = None,
-                                     reduction: str = "mean") -> Tensor:
-    _check(reduction, input, target, "binary_cross_entropy_with_logits")
-    return BCEWithLogits.apply(input, target._data, None if weight is None else weight._data,
-                               reduction)
 
 
 class CrossEntropy(Function):
@@ -134,23 +111,3 @@ class CrossEntropy(Function):
         elif ctx.reduction == "none":
             g = g[:, None]
         return grad * g, None, None, None
-
-
-def cross_entropy(input: Tensor, target: Tensor, ignore_index: int = -100,
-                  reduction: str = "mean") -> Tensor:
-    """Cross-entropy of logits ``input`` [N, C] against class ids ``target`` [N] (fused)."""
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"cross_entropy: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
-    if input.ndim != 2 or target.ndim != 1 or target.shape[0] != input.shape[0]:
-        raise ValueError(f"cross_entropy: expected logits [N, C] and targets [N], got "
-                         f"{input.shape} and {target.shape}")
-    t = target._data
-    return CrossEntropy.apply(input, t, ignore_index, reduction)
-
-
-def mse_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
-    """L = mean (x - y)²: composed from primitive ops, whose gradients the engine chains."""
-    _check(reduction, input, target, "mse_loss")
-    d = input - target
-    sq = d * d
-    return sq.mean() if reduction == "mean" else sq.sum() if reduction == "sum" else sq

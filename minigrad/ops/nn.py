@@ -1,0 +1,160 @@
+"""Fused neural-network ops: each one ``Function`` with a hand-derived backward.
+
+Fused means one Function instead of a chain of primitive ops. That saves memory (fewer saved
+intermediates) and time (fewer passes), and it is where numerical care lives: softmax subtracts the
+row max before exponentiating. These work on raw backend arrays, like every op in ``minigrad.ops``;
+the torch-named functions users call (``F.softmax``, ``F.layer_norm``, ...) are the thin wrappers
+in ``minigrad.nn.functional``.
+"""
+from __future__ import annotations
+
+from ..autograd import Function
+
+
+class Softmax(Function):
+    """s = e^(x - max x) / Σ e^(x - max x) along ``axis`` (the max keeps exp from overflowing).
+
+    Jacobian ds_i/dx_j = s_i (δ_ij - s_j), so the vector-Jacobian product is s ⊙ (g - Σ_j g_j s_j).
+    """
+
+    @staticmethod
+    def forward(ctx, x, axis):
+        xp = ctx.xp
+        e = xp.exp_(x - xp.amax(x, axis=axis, keepdims=True))  # in place on the fresh difference
+        e *= 1.0 / xp.sum(e, axis=axis, keepdims=True)  # one reciprocal per row, then multiplies
+        ctx.save_for_backward(e)
+        ctx.axis = axis
+        return e
+
+    @staticmethod
+    def backward(ctx, g):
+        (s,) = ctx.saved_tensors
+        gs = g * s
+        return gs - s * ctx.xp.sum(gs, axis=ctx.axis, keepdims=True), None
+
+
+class LogSoftmax(Function):
+    """y = x - max x - log Σ e^(x - max x);  dy_i/dx_j = δ_ij - softmax_j, so vjp = g - e^y Σ g."""
+
+    @staticmethod
+    def forward(ctx, x, axis):
+        xp = ctx.xp
+        shifted = x - xp.amax(x, axis=axis, keepdims=True)
+        y = shifted - xp.log(xp.sum(xp.exp(shifted), axis=axis, keepdims=True))
+        ctx.save_for_backward(y)
+        ctx.axis = axis
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        (y,) = ctx.saved_tensors
+        return g - ctx.xp.exp(y) * ctx.xp.sum(g, axis=ctx.axis, keepdims=True), None
+
+
+class LayerNorm(Function):
+    """y = x̂ w + b,  x̂ = (x - μ) / sqrt(σ² + eps), μ and σ² (biased) over the last ``n`` dims.
+
+    With D normalised elements and ĝ = g w:
+        dx = (ĝ - mean(ĝ) - x̂ mean(ĝ x̂)) / sqrt(σ² + eps),   dw = Σ g x̂,   db = Σ g
+    (the two mean terms are the gradient flowing through μ and σ²).
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, n, eps):
+        xp = ctx.xp
+        axes = tuple(range(x.ndim - n, x.ndim))
+        xc = x - xp.mean(x, axis=axes, keepdims=True)
+        rstd = 1.0 / xp.sqrt(xp.mean(xc * xc, axis=axes, keepdims=True) + eps)
+        xhat = xc * rstd
+        ctx.save_for_backward(xhat, rstd, weight)
+        ctx.axes = axes
+        y = xhat * weight if weight is not None else xhat
+        return y + bias if bias is not None else y
+
+    @staticmethod
+    def backward(ctx, g):
+        xp, axes = ctx.xp, ctx.axes
+        xhat, rstd, weight = ctx.saved_tensors
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        gx = None
+        if need_x:
+            gh = g * weight if weight is not None else g
+            gx = (gh - xp.mean(gh, axis=axes, keepdims=True)
+                  - xhat * xp.mean(gh * xhat, axis=axes, keepdims=True)) * rstd
+        lead = tuple(range(g.ndim - len(axes)))
+        gw = xp.sum(g * xhat, axis=lead) if need_w else None
+        gb = xp.sum(g, axis=lead) if need_b else None
+        return gx, gw, gb, None, None
+
+
+class Dropout(Function):
+    """y = x m / (1 - p), m ~ Bernoulli(1 - p);  dy/dx = m / (1 - p) (inverted dropout: eval needs
+    no rescaling)."""
+
+    @staticmethod
+    def forward(ctx, x, p, generator):
+        xp = ctx.xp
+        keep = xp.rand(generator, x.shape, xp.dtype_of(x)) >= p  # bool: 1 byte an element to save
+        ctx.save_for_backward(keep)
+        ctx.scale = 1.0 / (1.0 - p)
+        y = x * keep
+        y *= ctx.scale
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        (keep,) = ctx.saved_tensors
+        gx = g * keep
+        gx *= ctx.scale
+        return gx, None, None
+
+
+class Embedding(Function):
+    """y = W[ids];  dW = Σ over positions of g scattered to rows by id (repeated ids add up).
+
+    The ``padding_idx`` row gets no gradient, as in torch: padding stays a fixed vector."""
+
+    @staticmethod
+    def forward(ctx, weight, ids, padding_idx=None):
+        ctx.save_for_backward(ids)
+        ctx.num, ctx.padding_idx = weight.shape[0], padding_idx
+        return weight[ids]
+
+    @staticmethod
+    def backward(ctx, g):
+        (ids,) = ctx.saved_tensors
+        gw = ctx.xp.embedding_backward(g, ids, ctx.num)
+        if ctx.padding_idx is not None:
+            gw[ctx.padding_idx] = 0
+        return gw, None, None
+
+
+class Linear(Function):
+    """y = x Wᵀ + b with W of shape [out, in], as torch.nn.Linear.
+
+    dx = g W,  dW = gᵀ x,  db = Σ g over leading dims. All leading dims are folded into one 2-D
+    matmul: one large GEMM runs ~3x faster in numpy than a batch of small ones.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        xp = ctx.xp
+        need_x, need_w = ctx.needs_input_grad[:2]
+        # dx needs W and dW needs x: a frozen weight (LoRA, inference) keeps no activation alive.
+        ctx.save_for_backward(x if need_w else None, weight if need_x else None)
+        ctx.x_shape = x.shape
+        y = xp.reshape(x, (-1, x.shape[-1])) @ weight.mT
+        if bias is not None:
+            y += bias
+        return xp.reshape(y, x.shape[:-1] + (weight.shape[0],))
+
+    @staticmethod
+    def backward(ctx, g):
+        xp = ctx.xp
+        x, weight = ctx.saved_tensors
+        need_x, need_w, need_b = ctx.needs_input_grad
+        g2 = xp.reshape(g, (-1, g.shape[-1]))
+        gx = xp.reshape(g2 @ weight, ctx.x_shape) if need_x else None
+        gw = g2.mT @ xp.reshape(x, (-1, x.shape[-1])) if need_w else None
+        gb = xp.sum(g2, axis=0) if need_b else None
+        return gx, gw, gb
