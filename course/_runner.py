@@ -99,7 +99,8 @@ def describe(exc: BaseException, root: Path, files: set[str] = frozenset()) -> s
     if isinstance(exc, TaskFailure):
         return str(exc)
     where = _graded_location(exc, root, files)
-    text = f"{type(exc).__name__}: {exc}".strip().rstrip(":")
+    first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), "")  # one line: a table
+    text = f"{type(exc).__name__}: {first}".strip().rstrip(":")
     return f"{text} (at {where})" if where else text
 
 

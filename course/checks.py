@@ -194,6 +194,13 @@ def run_lesson(path: str) -> None:
     sys.path.insert(0, str((ROOT / path).parent))  # lessons import their _common helper
     try:
         exec(code, {"__name__": "__main__", "__file__": str(ROOT / path)})
+    except AssertionError as e:  # the lesson's own claim failed: say which line, in one line
+        import traceback
+
+        line = [f.lineno for f in traceback.extract_tb(e.__traceback__) if f.filename == str(ROOT / path)]
+        first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), "")
+        raise TaskFailure(f"{path}:{line[-1] if line else '?'}: the lesson's assertion fails"
+                          f"{': ' + first if first else ''}") from None
     finally:
         sys.path.remove(str((ROOT / path).parent))
 
