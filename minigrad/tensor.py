@@ -16,7 +16,7 @@ from .backend import backend_of_array, numpy_backend, resolve
 from .inplace import InplaceMixin
 from .methods import TensorMethods, _norm_dim, shape_arg  # noqa: F401 (_norm_dim: used by nn)
 # Modules, not names: ops/ import autograd, which imports this module while they are half-loaded.
-from .ops import elementwise, reduce as matmul_ops  # MatMul: until ops/matmul.py lands
+from .ops import elementwise, matmul as matmul_ops
 
 
 def _raw(x):
