@@ -78,12 +78,13 @@ def _padding_mask(rng, b, t):
 
 
 def check_attention_mask(rng):
-    import torch
-
     from mini_bert.model import additive_attention_mask
 
     b, t = (int(v) for v in rng.integers(2, 6, 2))
     m2 = _padding_mask(rng, b, t)
+    additive_attention_mask(m2, b, t, np.dtype(np.float32), "cpu")  # unfinished: fail before torch
+    import torch
+
     m3 = np.tril(np.ones((t, t), np.int64))[None].repeat(b, 0)  # causal: query i sees keys ≤ i
     for m, want_shape in ((m2, (b, 1, 1, t)), (m3, (b, 1, t, t))):
         for dtype, tdtype in ((np.float32, torch.float32), (np.float64, torch.float64)):
@@ -177,20 +178,24 @@ def _t_output(p, prefix, hid, residual, eps):
 
 
 def _inputs(rng, cfg, masked=True):
-    """x [B, T, H] (minigrad and torch leaves) and the additive mask (minigrad and torch), built
-    here in numpy so these checks do not depend on the attention_mask task."""
+    """x [B, T, H] as a minigrad leaf, the additive mask (built here in numpy, so these checks do
+    not depend on the attention_mask task), and a function giving both as torch tensors. torch is
+    loaded only once minigrad has run: an unfinished task fails before paying for the import."""
     import minigrad as mg
-    import torch
 
     b, t = (int(v) for v in rng.integers(2, 5, 2))
     x = C.values(rng, (b, t, cfg.hidden_size))
     add = None
     if masked:
         add = ((1.0 - _padding_mask(rng, b, t)) * np.finfo(np.float64).min)[:, None, None, :]
-    mx, tx = mg.tensor(x, dtype=mg.float64, requires_grad=True), torch.tensor(x, requires_grad=True)
-    madd = None if add is None else mg.tensor(add, dtype=mg.float64)
-    tadd = None if add is None else torch.tensor(add)
-    return mx, tx, madd, tadd
+
+    def to_torch():
+        import torch
+
+        return torch.tensor(x, requires_grad=True), None if add is None else torch.tensor(add)
+
+    return mg.tensor(x, dtype=mg.float64, requires_grad=True), \
+        None if add is None else mg.tensor(add, dtype=mg.float64), to_torch
 
 
 def check_heads(rng):
@@ -198,10 +203,12 @@ def check_heads(rng):
 
     cfg = _config(rng)
     att = BertSelfAttention(cfg)
-    mx, tx, _, _ = _inputs(rng, cfg, masked=False)
+    mx, _, to_torch = _inputs(rng, cfg, masked=False)
+    got = att._heads(mx)
+    tx, _ = to_torch()
     b, t, h = tx.shape
     want = tx.reshape(b, t, att.num_heads, att.head_size).transpose(1, 2)
-    C.compare_graphs("BertSelfAttention._heads", [att._heads(mx)], [want], {"x": mx}, {"x": tx}, rng,
+    C.compare_graphs("BertSelfAttention._heads", [got], [want], {"x": mx}, {"x": tx}, rng,
                      DT, "[B, T, H] -> [B, T, n, d] -> [B, n, T, d]",
                      f" for x{(b, t, h)} with {att.num_heads} heads")
 
@@ -212,10 +219,10 @@ def check_self_attention(rng):
     cfg = _config(rng)
     att = BertSelfAttention(cfg)
     params = _randomize(att, rng)
-    tp = _torch_params(params)
     for masked in (True, False):
-        mx, tx, madd, tadd = _inputs(rng, cfg, masked)
+        mx, madd, to_torch = _inputs(rng, cfg, masked)
         ctx, probs = att(mx, madd)
+        (tx, tadd), tp = to_torch(), _torch_params(params)
         tctx, tprobs = _t_self_attention(tp, "", tx, tadd, cfg.num_attention_heads)
         C.compare_graphs("BertSelfAttention.forward", [ctx, probs], [tctx, tprobs],
                          {"x": mx, **params}, {"x": tx, **tp}, rng, DT,
@@ -224,39 +231,39 @@ def check_self_attention(rng):
                          f"{'a padding mask' if masked else 'no mask'}")
         for p in params.values():
             p.grad = None
-        for p in tp.values():
-            p.grad = None
 
 
 def check_residual(rng):
     import minigrad as mg
-    import torch
 
     from mini_bert.model import BertOutput
 
     cfg = _config(rng)
     out = BertOutput(cfg, cfg.intermediate_size)
     params = _randomize(out, rng)
-    tp = _torch_params(params)
-    mx, tx, _, _ = _inputs(rng, cfg, masked=False)
-    h = C.values(rng, tuple(tx.shape[:2]) + (cfg.intermediate_size,))
-    mh, th = mg.tensor(h, dtype=mg.float64, requires_grad=True), torch.tensor(h, requires_grad=True)
-    C.compare_graphs("BertOutput.forward", [out(mh, mx)], [_t_output(tp, "", th, tx, cfg.layer_norm_eps)],
+    mx, _, to_torch = _inputs(rng, cfg, masked=False)
+    h = C.values(rng, tuple(mx.shape[:2]) + (cfg.intermediate_size,))
+    mh = mg.tensor(h, dtype=mg.float64, requires_grad=True)
+    y = out(mh, mx)
+    import torch
+
+    (tx, _), tp, th = to_torch(), _torch_params(params), torch.tensor(h, requires_grad=True)
+    C.compare_graphs("BertOutput.forward", [y], [_t_output(tp, "", th, tx, cfg.layer_norm_eps)],
                      {"h": mh, "residual": mx, **params}, {"h": th, "residual": tx, **tp}, rng, DT,
                      "LayerNorm(dropout(dense(h)) + residual)")
 
 
 def check_layer(rng):
-    import torch
-
     from mini_bert.model import BertLayer
 
     cfg = _config(rng)
     layer = BertLayer(cfg)
     params = _randomize(layer, rng)
-    tp = _torch_params(params)
-    mx, tx, madd, tadd = _inputs(rng, cfg)
+    mx, madd, to_torch = _inputs(rng, cfg)
     y, probs = layer(mx, madd)
+    (tx, tadd), tp = to_torch(), _torch_params(params)
+    import torch
+
     ctx, tprobs = _t_self_attention(tp, "attention.self", tx, tadd, cfg.num_attention_heads)
     a = _t_output(tp, "attention.output", ctx, tx, cfg.layer_norm_eps)
     inter = torch.nn.functional.gelu(_t_linear(tp, "intermediate.dense", a))
