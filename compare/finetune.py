@@ -11,7 +11,7 @@ shuffle); torch's AdamW with the same two groups (no decay on biases and LayerNo
 transformers' linear warmup-then-decay schedule; torch's ``clip_grad_norm_``. Dropout stays on
 (it is part of the recipe) and each library draws its own masks, so the two runs differ by that
 randomness as well as by rounding: expect close dev metrics, not equal ones. Default data: SST-2
-from ../shared/data/sst2 (67k training sentences; ~2100 steps per epoch at batch size 32).
+(``mini_bert.testing.shared_sst2_dir()``; 67k training sentences; ~2100 steps per epoch at batch size 32).
 """
 from __future__ import annotations
 
@@ -21,17 +21,16 @@ import sys
 import tempfile
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from mini_bert import data as D
 from mini_bert import finetune as FT
+from mini_bert.errors import UserError, one_line
 from mini_bert.metrics import accuracy, f1
+from mini_bert.testing import SST2_HINT, shared_sst2_dir
 
-ROOT = Path(__file__).resolve().parent.parent
-SST2 = ROOT.parent / "shared" / "data" / "sst2"
 
 
 def hf_param_groups(model, weight_decay: float) -> list[dict]:
@@ -108,7 +107,7 @@ def compare(cfg: FT.TrainConfig) -> dict:
 
     from mini_bert.checkpoint import default_model_dir
 
-    from .gradients import load_hf, load_ours
+    from mini_bert.testing import load_hf, load_ours
 
     d = FT.load_data(cfg)
     cfg.model = cfg.model or default_model_dir()
@@ -152,8 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m compare.finetune",
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("--model", help="checkpoint directory (default: the packaged all-MiniLM-L6-v2)")
-    p.add_argument("--train", default=str(SST2 / "train.tsv"))
-    p.add_argument("--dev", default=str(SST2 / "dev.tsv"))
+    sst2 = shared_sst2_dir()
+    p.add_argument("--train", default=sst2 and str(sst2 / "train.tsv"), help="(default: SST-2's)")
+    p.add_argument("--dev", default=sst2 and str(sst2 / "dev.tsv"), help="(default: SST-2's)")
     p.add_argument("--loss", choices=["bce", "ce"], default="bce")
     for flag, kind, default in (("--epochs", float, 1.0), ("--batch-size", int, 32),
                                 ("--lr", float, 5e-5), ("--warmup-ratio", float, 0.06),
@@ -165,11 +165,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output", help="directory for our run's checkpoints (default: a temporary one)")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     a = p.parse_args(argv)
-    for path in (a.train, a.dev):
-        if not Path(path).is_file():
-            print(f"error: {path} not found (SST-2 is expected in {SST2}; pass --train and --dev "
-                  "for other data)", file=sys.stderr)
-            return 1
+    if a.train is None or a.dev is None:
+        print(f"error: SST-2 not found ({SST2_HINT}); pass --train and --dev for other data",
+              file=sys.stderr)
+        return 2
     with tempfile.TemporaryDirectory(prefix="compare-finetune-") as tmp:
         cfg = FT.TrainConfig(
             model=a.model, train=a.train, dev=a.dev, loss=a.loss, epochs=a.epochs,
@@ -180,9 +179,9 @@ def main(argv: list[str] | None = None) -> int:
             eval_every=10**9, plot=False)  # evaluate once, at the end, as the HF loop does
         try:
             report(compare(cfg))
-        except (D.DataError, FT.TrainingDiverged, FileNotFoundError, ValueError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 1
+        except UserError as e:
+            print(f"error: {one_line(e)}", file=sys.stderr)
+            return 2
     return 0
 
 

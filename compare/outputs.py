@@ -19,8 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
+from mini_bert.testing import SST2_HINT, shared_sst2_dir
+
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "sst2" / "dev.tsv"
 DEFAULT_PLOT = ROOT / "compare" / "results" / "outputs.png"
 FLOAT64_TOL = 1e-10
 
@@ -131,7 +132,9 @@ def plot(rows: list[dict], tol: float, path: Path, title: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", help="checkpoint directory (default: all-MiniLM-L6-v2)")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="an SST-2 style .tsv")
+    sst2 = shared_sst2_dir()
+    parser.add_argument("--data", type=Path, default=sst2 and sst2 / "dev.tsv",
+                        help="an SST-2 style .tsv (default: SST-2's dev set)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--tol", type=float, default=1e-5, help="float32 max abs tolerance")
     parser.add_argument("--plot", type=Path, default=DEFAULT_PLOT)
@@ -142,8 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     model_dir = args.model or mb.default_model_dir()
     if not os.path.isfile(os.path.join(model_dir, "vocab.txt")):
         raise SystemExit(f"{model_dir}: no vocab.txt to tokenize the batch with")
-    if not args.data.is_file():
-        raise SystemExit(f"{args.data}: SST-2 data not found (pass --data)")
+    if args.data is None or not args.data.is_file():
+        raise SystemExit(f"{args.data or 'SST-2'}: not found ({SST2_HINT}; pass --data)")
     sentences = read_sentences(args.data, args.batch_size)
     enc = mb.BertTokenizer.from_pretrained(model_dir)(sentences, padding=True, return_tensors="np")
     batch = {k: np.asarray(enc[k], np.int64) for k in ("input_ids", "attention_mask",

@@ -6,7 +6,8 @@ Every run is ``mini_bert.finetune.train`` on all-MiniLM-L6-v2 with the same seed
 ``--train-samples`` SST-2 training sentences in the same order, batch 32, max length 64, one
 evaluation on the full SST-2 dev set (872 sentences) at the end. It prints (and writes to
 ``--out``/results.md) one row per run: dev accuracy and F1, trainable parameters, seconds per
-optimizer step (training only: evaluation and checkpoint writing excluded) and for the whole run. The CPU is shared and noisy: compare step times within one invocation.
+optimizer step (training only: evaluation and checkpoint writing excluded) and for the whole
+run. The CPU is shared and noisy: compare step times within one invocation.
 
 Runs: ``full`` (every weight, --lr), ``lora`` (r=8 on query/value + head, --lora-lr: LoRA is
 usually run at a ~10x larger rate, its update starts at 0 and is small), ``fgm`` and ``pgd``
@@ -18,10 +19,9 @@ import argparse
 import json
 import os
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-SST2 = ROOT.parent / "shared" / "data" / "sst2"
+from mini_bert.testing import SST2_HINT, shared_sst2_dir
+
 RUNS = {
     "full": {},
     "lora": {"lora_r": 8, "lora_alpha": 16.0, "lora_targets": "query,value"},
@@ -73,9 +73,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=float, default=1.0)
     p.add_argument("--lr", type=float, default=5e-5, help="full fine-tuning (and fgm/pgd) rate")
     p.add_argument("--lora-lr", type=float, default=5e-4)
-    p.add_argument("--data", default=str(SST2), help="folder with train.tsv and dev.tsv")
+    p.add_argument("--data", default=shared_sst2_dir(), help="folder with train.tsv and dev.tsv "
+                   f"(default: SST-2, from {SST2_HINT})")
     p.add_argument("--out", default="runs/peft_adv")
     args = p.parse_args(argv)
+    if args.data is None:
+        p.error(f"SST-2 not found ({SST2_HINT}); pass --data")
 
     from mini_bert import finetune as FT
 
@@ -91,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             max_train_samples=args.train_samples, epochs=args.epochs, batch_size=32,
             max_length=64, eval_every=10**9, log_every=10, seed=42, progress=False, plot=False,
             lr=args.lora_lr if name == "lora" else args.lr, output=os.path.join(args.out, name),
+            overwrite=True,  # --out holds this report's own scratch runs
             **settings)
         t0, outside = time.perf_counter(), spent["seconds"]
         summary = FT.train(cfg)

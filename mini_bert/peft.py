@@ -235,15 +235,18 @@ def save_adapter(model: nn.Module, directory: str, base_model_name_or_path: str 
 
 def load_adapter(model: nn.Module, directory: str) -> nn.Module:
     """``apply_lora`` with the saved config, then the saved A, B and head weights; in place."""
+    from minigrad.nn.state_dict import StateDictFit
+
     from .checkpoint import CheckpointError, read_weights
+    from .errors import MissingFileError
 
     config_path = os.path.join(directory, ADAPTER_CONFIG)
     try:
         with open(config_path, encoding="utf-8") as f:
             config = json.load(f)
         r, alpha, targets = config["r"], config["lora_alpha"], config["target_modules"]
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{config_path}: no adapter config (is this a LoRA adapter "
+    except (FileNotFoundError, NotADirectoryError):
+        raise MissingFileError(f"{config_path}: no adapter config (is this a LoRA adapter "
                                 "directory written by save_adapter or PEFT?)") from None
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise CheckpointError(f"{config_path}: not a valid LoRA adapter config ({e!r})") from None
@@ -253,15 +256,9 @@ def load_adapter(model: nn.Module, directory: str) -> nn.Module:
                train_head=bool(config.get("modules_to_save")))
     weights_path = os.path.join(directory, ADAPTER_WEIGHTS)
     weights = {k.removeprefix(PEFT_PREFIX): v for k, v in read_weights(weights_path).items()}
-    own = {k: t for k, t in model.state_dict().items()
+    own = {k: t.shape for k, t in model.state_dict().items()
            if _is_lora_param(k) or k.split(".", 1)[0] in (model.lora_config["modules_to_save"] or [])}
-    missing = sorted(set(own) - set(weights))
-    unexpected = sorted(set(weights) - set(own))
-    shapes = [f"{k}: file {tuple(weights[k].shape)} vs model {own[k].shape}"
-              for k in own if k in weights and tuple(weights[k].shape) != own[k].shape]
-    if missing or unexpected or shapes:
-        raise CheckpointError(f"{weights_path}: the adapter does not fit {type(model).__name__}: "
-                              f"missing {missing[:10]}, unexpected {unexpected[:10]}, "
-                              f"shape mismatches {shapes[:10]}")
+    StateDictFit.of(own, {k: v.shape for k, v in weights.items()}).check(
+        weights_path, type(model).__name__, CheckpointError)
     model.load_state_dict(weights, strict=False)
     return model

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass
@@ -21,7 +22,13 @@ from safetensors.numpy import load_file, save_file
 
 import minigrad as mg
 
+from .errors import OutputDirError, ResumeError
+
 STATE_JSON, STATE_ARRAYS = "trainer_state.json", "trainer_state.safetensors"
+# What a run writes into its output directory; --overwrite deletes these and nothing else.
+RUN_FILES = ("best", "last", "best.old", "last.old", "metrics.jsonl", "curves.png")
+# atomic_dir's temporary directories: ".last.tmp-k2j4x" beside "last".
+STALE_TMP = re.compile(r"\.(best|last)\.tmp-")
 
 
 @dataclass
@@ -96,7 +103,8 @@ def find_state_dir(path: str) -> str:
         _recover(d)
         if os.path.isfile(os.path.join(d, STATE_JSON)):
             return d
-    raise FileNotFoundError(f"--resume {path}: no {STATE_JSON} there or in {path}/last")
+    raise ResumeError(f"--resume {path}: no saved run there ({STATE_JSON} is neither in it nor "
+                      f"in {os.path.join(path, 'last')})")
 
 
 def load_state(directory: str, opt, sched, run: dict) -> TrainerState:
@@ -105,7 +113,7 @@ def load_state(directory: str, opt, sched, run: dict) -> TrainerState:
         doc = json.load(f)
     differ = {k: (doc["run"].get(k), v) for k, v in run.items() if doc["run"].get(k) != v}
     if differ:
-        raise ValueError(f"--resume {directory}: this run differs from the saved one in "
+        raise ResumeError(f"--resume {directory}: this run differs from the saved one in "
                          + ", ".join(f"{k} (saved {a!r}, now {b!r})" for k, (a, b) in differ.items()))
     arrays = load_file(os.path.join(directory, STATE_ARRAYS))
     per_param: dict[int, dict] = {}
@@ -122,3 +130,63 @@ def load_state(directory: str, opt, sched, run: dict) -> TrainerState:
         for dev, s in doc["rng"]["states"].items()}})
     fields = {f.name for f in dataclasses.fields(TrainerState)}
     return TrainerState(**{k: v for k, v in doc.items() if k in fields})
+
+
+# ---- the output directory ------------------------------------------------------------------------
+
+def check_output_dir(output: str, resume_dir: str | None, overwrite: bool) -> None:
+    """OutputDirError unless ``output`` may receive this run; touches nothing.
+
+    It may when it does not exist yet (and could be made), is empty, is the directory of the run
+    being resumed, or ``overwrite`` is set. Any other non-empty directory holds someone's work."""
+    if os.path.exists(output) and not os.path.isdir(output):
+        raise OutputDirError(f"--output {output}: exists and is not a directory")
+    if not os.path.exists(output):
+        parent = os.path.dirname(os.path.abspath(output))
+        while not os.path.exists(parent):
+            parent = os.path.dirname(parent)
+        if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
+            raise OutputDirError(f"--output {output}: cannot be created ({parent} is not a "
+                                 "writable directory)")
+        return
+    entries = sorted(os.listdir(output))
+    if not entries or overwrite:
+        return
+    if resume_dir and os.path.samefile(output, os.path.dirname(os.path.abspath(resume_dir))):
+        return
+    shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
+    if resume_dir:
+        raise OutputDirError(f"--output {output} holds another run ({shown}); write the resumed "
+                             f"run into {os.path.dirname(os.path.abspath(resume_dir))} (the default) "
+                             "or into an empty directory")
+    raise OutputDirError(f"--output {output} is not empty ({shown}); pass --resume {output} to "
+                         "continue the run there, --overwrite to replace it, or choose another "
+                         "directory")
+
+
+def remove_stale_tmp(output: str) -> list[str]:
+    """Delete the temporary checkpoint directories a killed run left in ``output``; their names.
+
+    atomic_dir removes its own temporary directory when writing fails, but a SIGKILL (or a power
+    cut) gives it no chance to. Only one run may write into a directory, so at its start any
+    temporary directory there is stale."""
+    stale = sorted(n for n in os.listdir(output) if STALE_TMP.match(n)
+                   and os.path.isdir(os.path.join(output, n)))
+    for name in stale:
+        shutil.rmtree(os.path.join(output, name))
+    return stale
+
+
+def clear_run(output: str) -> list[str]:
+    """Delete a previous run's RUN_FILES from ``output`` (for --overwrite); what was there."""
+    gone = []
+    for name in RUN_FILES:
+        path = os.path.join(output, name)
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        elif os.path.exists(path):
+            os.remove(path)
+        else:
+            continue
+        gone.append(name)
+    return gone

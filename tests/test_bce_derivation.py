@@ -19,7 +19,7 @@ from hf_oracle import hf_model, random_batch, randomize, save_hf, tiny_config, t
 
 import mini_bert as mb
 import minigrad as mg
-from compare import gradients as G
+from mini_bert import testing as G
 from minigrad.nn import functional as F
 
 
@@ -182,7 +182,7 @@ def test_head_gradient_is_sigmoid_minus_label_vs_hf(one_logit_bert):
         np.testing.assert_allclose(ours.classifier.weight.grad.numpy(), dz.T @ pooled,
                                    rtol=1e-5, atol=1e-8)
         np.testing.assert_allclose(ours.classifier.bias.grad.numpy(), dz.sum(0), rtol=1e-5, atol=1e-8)
-        # And every parameter below the head, against HF, by compare.gradients' rule.
+        # And every parameter below the head, against HF, by mini_bert.testing's rule.
         bad = [r.name for r in G.compare_gradients(ours, hf) if not r.ok]
         assert not bad, (naive, bad)
 

@@ -7,15 +7,15 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import re
 
 import numpy as np
 import pytest
 
 from mini_bert import data as D
+from mini_bert.testing import SST2_HINT, shared_sst2_dir
 
-SST2 = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "sst2")
+SST2 = shared_sst2_dir()
 
 
 def write(tmp_path, name: str, content: str | bytes) -> str:
@@ -99,9 +99,9 @@ def test_unknown_label_names_its_row(tmp_path):
 
 # ---- SST-2 and the default corpus ------------------------------------------------------------------
 
-@pytest.mark.skipif(not os.path.isdir(SST2), reason="SST-2 data not present")
+@pytest.mark.skipif(SST2 is None, reason=f"SST-2 data not found ({SST2_HINT})")
 def test_sst2_every_line_is_one_example():
-    path = os.path.join(SST2, "dev.tsv")
+    path = str(SST2 / "dev.tsv")
     with open(path, encoding="utf-8") as f:
         lines = f.read().split("\n")[1:]
     expected = [tuple(line.split("\t")) for line in lines if line]  # no quoting at all

@@ -319,8 +319,9 @@ def test_cli_writes_metrics_and_curves(tiny, tmp_path, capsys):
     assert summary["step"] == 3 and 0.0 <= summary["final"]["accuracy"] <= 1.0
     bad = tmp_path / "bad.tsv"
     bad.write_text("text\tlabel\nx\t1\n")
-    assert FT.main(["--model", tiny["base"], "--train", str(bad), "--output", str(out)]) == 1
-    assert f"{bad}:1: no column 'sentence'" in capsys.readouterr().err
+    assert FT.main(["--model", tiny["base"], "--train", str(bad), "--output", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == f"error: {bad}:1: no column 'sentence' in the header " \
+                                                       "(columns: ['text', 'label'])"
 
 
 def test_default_run_fine_tunes_minilm_on_the_tweets(tmp_path):

@@ -19,7 +19,7 @@ from hf_oracle import tiny_config, torch, transformers
 from safetensors.numpy import load_file
 
 from compare import finetune as CF
-from compare import gradients as G
+from mini_bert import testing as G
 from mini_bert import finetune as FT
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,9 +17,9 @@ from hf_oracle import (as_numpy, hf_forward, hf_model, max_abs, random_batch, ra
 
 import mini_bert as mb
 import minigrad as mg
-from compare.gradients import within_bound
+from mini_bert.testing import shared_sst2_dir, within_bound
 
-SST2_DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "sst2" / "dev.tsv"
+SST2 = shared_sst2_dir()
 FLOAT64_TOL = 1e-10  # measured ~1e-13 on MiniLM: 1000x headroom, still 1e5x below any real bug
 # Random BERTs (values O(1) after each LayerNorm, 1-4 layers): measured float32 differences are
 # ~1e-6 (a few ulps of O(1) numbers, grown over the layers); 1e-5 leaves margin without hiding bugs.
@@ -43,9 +42,9 @@ def minilm_dir() -> str:
 
 @pytest.fixture(scope="module")
 def sst2_batch(minilm_dir) -> dict:
-    if not SST2_DEV.is_file():
-        pytest.skip(f"SST-2 data not found at {SST2_DEV}")
-    with open(SST2_DEV, encoding="utf-8", newline="") as f:
+    if SST2 is None:
+        pytest.skip("SST-2 data not found (mini_bert.testing.shared_sst2_dir)")
+    with open(SST2 / "dev.tsv", encoding="utf-8", newline="") as f:
         rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
     sentences = [r[0] for r in rows[1:17]]
     tokenizer = mb.BertTokenizer.from_pretrained(minilm_dir)
@@ -258,7 +257,7 @@ def test_gradients_match_hf(cls_name, tmp_path):
     O(1) relative error of any wrong derivative. The key biases' true gradient is exactly 0
     (softmax ignores a constant added to a whole row of scores, and q·b_k is one), so both sides
     are rounding noise there: hence an absolute floor, 1e-7 of the largest gradient (the rule of
-    compare.gradients.within_bound, shared with the MiniLM one-step table)."""
+    mini_bert.testing.within_bound, shared with the MiniLM one-step table)."""
     config = tiny_config(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     hf = randomize(hf_model(cls_name, config), seed=11, std=0.1).train()
     save_hf(hf, tmp_path)

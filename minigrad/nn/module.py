@@ -169,29 +169,19 @@ class Module:
         Every problem is collected first and reported together, so a mismatched checkpoint shows
         all its missing, unexpected and wrongly shaped keys at once; nothing is changed then.
         """
+        from .state_dict import StateDictFit  # the report shared with mini_bert's loaders
+
         own = self._state_tensors()
-        missing = [k for k in own if k not in state_dict]
-        unexpected = [k for k in state_dict if k not in own]
-        mismatched = []
-        for k, v in state_dict.items():
-            shape = tuple(v.shape) if hasattr(v, "shape") else np.shape(v)
-            if k in own and shape != own[k].shape:
-                mismatched.append(f"{k}: checkpoint {shape} vs model {own[k].shape}")
-        if mismatched or (strict and (missing or unexpected)):
-            lines = [f"Error(s) loading state_dict for {type(self).__name__}:"]
-            if missing and strict:
-                lines.append(f"  missing keys ({len(missing)}): {', '.join(missing)}")
-            if unexpected and strict:
-                lines.append(f"  unexpected keys ({len(unexpected)}): {', '.join(unexpected)}")
-            if mismatched:
-                lines.append(f"  shape mismatches ({len(mismatched)}): {'; '.join(mismatched)}")
-            raise RuntimeError("\n".join(lines))
+        fit = StateDictFit.of({k: t.shape for k, t in own.items()},
+                              {k: tuple(v.shape) if hasattr(v, "shape") else np.shape(v)
+                               for k, v in state_dict.items()})
+        fit.check("load_state_dict", type(self).__name__, RuntimeError, strict)
         for k, v in state_dict.items():
             if k in own:
                 t = own[k]
                 src = v.numpy() if isinstance(v, Tensor) else np.asarray(v)
                 t._data = t._xp.array(src, dtype=t.dtype, device=t.device)
-        return IncompatibleKeys(missing, unexpected)
+        return IncompatibleKeys(fit.missing, fit.unexpected)
 
     def extra_repr(self) -> str:
         return ""
