@@ -14,13 +14,15 @@ Broadcasting is undone in one place only (``unbroadcast``), so no op's backward 
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
 
 _state = threading.local()
 
-# The active ``minigrad.profile()`` (see profiler.py), or None. The engine checks this one global
-# per op and per backward node, so running without a profiler costs a single comparison.
-_profiler = None
+# How many threads have a ``minigrad.profile()`` open (see profiler.py); each thread's own profile is
+# ``_state.profiler``, as grad mode is per thread. The engine tests this one global per op and per
+# backward node, so running without a profiler costs a single comparison.
+_profiling = 0
 
 
 def is_grad_enabled() -> bool:
@@ -138,6 +140,19 @@ class Function:
     def backward(ctx: Context, grad):
         raise NotImplementedError
 
+    # Facts about the op live on its class, so renaming it cannot lose them (the profiler reads
+    # them): FLOPs per element of the largest operand (0 for an op that only moves data), and, when
+    # only the first few gradients of backward cost a forward's FLOPs each, how many.
+    flops_per_element = 1
+    grads_costing_flops: int | None = None
+
+    @classmethod
+    def flops(cls, inputs, out) -> int:
+        """Forward FLOPs, an estimate: ``flops_per_element`` x the largest operand's element count."""
+        if not cls.flops_per_element:
+            return 0
+        return cls.flops_per_element * max(math.prod(a.shape) for a in (*inputs, out) if hasattr(a, "shape"))
+
     @classmethod
     def apply(cls, *args, **kwargs):
         Tensor = _tensor.Tensor
@@ -159,29 +174,41 @@ class Function:
             raise TypeError(f"{cls.__name__}.apply needs at least one Tensor argument")
         record = True in needs and getattr(_state, "grad_enabled", True)  # is_grad_enabled(), inlined
         ctx = Context(cls, xp, device, tuple(needs) if record else (False,) * len(args))
-        if _profiler is None:
-            out = cls.forward(ctx, *raw, **kwargs)
-        else:
-            out = _profiler.run_forward(cls, ctx, device, raw, kwargs)
-        if not record:
-            return Tensor._make(out, xp, device)
-        parents, shapes, versions = [], [], []
-        saved = ctx.saved
-        for a, r in zip(args, raw):
-            if a is r:  # not a Tensor
-                parents.append(None)
-                shapes.append(None)
-                continue
-            parents.append(a if a.grad_fn is None else a.grad_fn)
-            shapes.append(r.shape)
-            if saved:
-                versions.append((a._vc, a._vc[0], id(r)))
-        ctx.parents, ctx.shapes = tuple(parents), tuple(shapes)
-        result = Tensor._make(out, xp, device, grad_fn=ctx)
+        return run_node(ctx, args, raw, kwargs, record, xp, device)
+
+
+def run_node(ctx: Context, args, raw, kwargs: dict, record: bool, xp, device):
+    """Run ``ctx.fn.forward(ctx, *raw, **kwargs)`` (timed when this thread profiles) and wrap its
+    result as a Tensor on backend ``xp``/``device``; if ``record``, ``ctx`` becomes that Tensor's
+    ``grad_fn``, linked to ``args`` (the Tensors and plain values ``raw`` was unwrapped from).
+
+    ``Function.apply`` ends here; an op whose output lives on another backend than its inputs
+    (``ToCopy``) builds its ``ctx`` itself and calls this, so it is profiled and wired alike.
+    """
+    Tensor = _tensor.Tensor
+    if _profiling and getattr(_state, "profiler", None) is not None:
+        out = _state.profiler.run_forward(ctx.fn, ctx, ctx.device, raw, kwargs)
+    else:
+        out = ctx.fn.forward(ctx, *raw, **kwargs)
+    if not record:
+        return Tensor._make(out, xp, device)
+    parents, shapes, versions = [], [], []
+    saved = ctx.saved
+    for a, r in zip(args, raw):
+        if a is r:  # not a Tensor
+            parents.append(None)
+            shapes.append(None)
+            continue
+        parents.append(a if a.grad_fn is None else a.grad_fn)
+        shapes.append(r.shape)
         if saved:
-            versions.append((result._vc, 0, id(out)))
-            ctx.versions = versions
-        return result
+            versions.append((a._vc, a._vc[0], id(r)))
+    ctx.parents, ctx.shapes = tuple(parents), tuple(shapes)
+    result = Tensor._make(out, xp, device, grad_fn=ctx)
+    if saved:
+        versions.append((result._vc, 0, id(out)))
+        ctx.versions = versions
+    return result
 
 
 def unbroadcast(xp, grad, shape: tuple):
@@ -237,10 +264,10 @@ def backward(root, grad, retain_graph: bool = False) -> None:
         for counter, version, _ in node.versions:
             if counter[0] != version:
                 node.check_versions()
-        if _profiler is None:
-            grads = node.fn.backward(node, entry[0])
+        if _profiling and getattr(_state, "profiler", None) is not None:
+            grads = _state.profiler.run_backward(node, entry[0])
         else:
-            grads = _profiler.run_backward(node, entry[0])
+            grads = node.fn.backward(node, entry[0])
         if not isinstance(grads, tuple):
             grads = (grads,)
         if not retain_graph and node.saved and any(hasattr(s, "shape") for s in node.saved):

@@ -8,35 +8,36 @@
     prof.plot("prof.png")    # the same as a bar chart
 
 While the block runs, the engine hands every ``Function.apply`` (forward) and every node of the
-backward sweep to the profiler instead of calling the op directly (see ``autograd._profiler``). Outside
-the block that hook is None and costs one comparison per op.
+backward sweep to the profiler instead of calling the op directly (see ``autograd.run_node``). Outside
+any block that costs one comparison per op. A profile sees only its own thread's ops, as grad mode is
+per thread: a data-loading or serving thread running alongside is not billed to it.
 
 What is counted, per op:
   * time: wall-clock around the op's own array work. On CUDA the kernels are asynchronous, so the
     profiler synchronises the device before and after each op (which slows the run a little; the
     unprofiled run never synchronises).
-  * FLOPs: an estimate. A matmul [.., M, K] @ [K, N] does M·N·K multiply-adds = 2·M·N·K FLOPs (batch
-    dims multiply M·N); Linear the same, as torch's flop counter counts it. An elementwise op or a
-    reduction does ~1 FLOP per element of its largest operand; fused ops (softmax, GELU, LayerNorm,
-    cross-entropy) a few per element; ops that only move data (reshape, indexing, ...) none.
-    A backward does the forward's FLOPs once per input that needs a gradient (exact for matmul:
-    dA = G Bᵀ and dB = Aᵀ G are each a matmul of the same size).
+  * FLOPs: an estimate, which each op states on its class (``Function.flops``,
+    ``flops_per_element``, ``grads_costing_flops``), so renaming an op keeps its count. A matmul
+    [.., M, K] @ [K, N] does M·N·K multiply-adds = 2·M·N·K FLOPs (batch dims multiply M·N); Linear
+    the same, as torch's flop counter counts it. An elementwise op or a reduction does ~1 FLOP per
+    element of its largest operand; fused ops (softmax, GELU, LayerNorm, cross-entropy) a few per
+    element; ops that only move data (reshape, indexing, ...) none. A backward does the forward's
+    FLOPs once per input that needs a gradient (exact for matmul: dA = G Bᵀ and dB = Aᵀ G are each
+    a matmul of the same size).
   * bytes: the ``nbytes`` of the arrays the op reads and writes (inputs + output; for a backward, the
     incoming gradient, the saved arrays and the gradients it returns). A lower bound on memory
     traffic, good enough to tell a memory-bound op (few FLOPs per byte) from a compute-bound one.
 """
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 
 from . import autograd
 
-# FLOPs per element of the largest operand, for fused ops that do several operations per element.
-_FLOPS_PER_ELEMENT = {"Softmax": 5, "LogSoftmax": 5, "LayerNorm": 8, "Gelu": 8, "CrossEntropy": 5,
-                      "BinaryCrossEntropy": 6, "BCEWithLogits": 6, "Var": 3, "Sigmoid": 4}
-# Ops that only move or view data: no arithmetic at all.
-_MOVES_DATA = {"Reshape", "Permute", "Expand", "Cat", "Index", "Gather", "Embedding", "ToCopy"}
+# Lets two threads open and close their profiles at once without losing a count.
+_lock = threading.Lock()
 
 
 @dataclass
@@ -64,24 +65,6 @@ def _nbytes(arrays) -> int:
     return sum(int(getattr(a, "nbytes", 0) or 0) for a in arrays if hasattr(a, "shape"))
 
 
-def _numel(a) -> int:
-    n = 1
-    for d in a.shape:
-        n *= int(d)
-    return n
-
-
-def estimate_flops(op: str, inputs: list, out) -> int:
-    """Forward FLOPs of ``op`` given its raw input arrays and its output (see the module docstring)."""
-    if op in _MOVES_DATA:
-        return 0
-    if op in ("MatMul", "Linear"):
-        # K is the contracted dim: the last of the first operand (x in x Wᵀ, or a in a @ b).
-        return 2 * _numel(out) * int(inputs[0].shape[-1])
-    arrays = [a for a in (*inputs, out) if hasattr(a, "shape")]
-    return _FLOPS_PER_ELEMENT.get(op, 1) * max(_numel(a) for a in arrays)
-
-
 class Profile:
     """Collects per-op statistics while active; use through ``minigrad.profile()``."""
 
@@ -93,13 +76,18 @@ class Profile:
 
     # ---- the context manager: install self as the engine's hook ---------------------------------
     def __enter__(self) -> "Profile":
-        self._previous, autograd._profiler = autograd._profiler, self
+        state = autograd._state
+        self._previous, state.profiler = getattr(state, "profiler", None), self
+        with _lock:
+            autograd._profiling += 1
         self._started = time.perf_counter()
         return self
 
     def __exit__(self, *exc) -> None:
         self.wall_seconds += time.perf_counter() - self._started
-        autograd._profiler = self._previous
+        autograd._state.profiler = self._previous
+        with _lock:
+            autograd._profiling -= 1
 
     def _record(self, op: str, phase: str, seconds: float, flops: float, nbytes: float) -> None:
         row = self.stats.get((op, phase))
@@ -116,7 +104,7 @@ class Profile:
         out = fn.forward(ctx, *raw, **kwargs)
         xp.synchronize(device)
         seconds = time.perf_counter() - start
-        flops = estimate_flops(fn.__name__, raw, out)
+        flops = fn.flops(raw, out)
         ctx._profiled_flops = flops  # the backward estimate starts from the forward's count
         self._record(fn.__name__, "forward", seconds, flops, _nbytes([*raw, out]))
         return out
@@ -132,8 +120,8 @@ class Profile:
         xp.synchronize(device)
         seconds = time.perf_counter() - start
         returned = grads if isinstance(grads, tuple) else (grads,)
-        # For MatMul/Linear only dA and dB are matmuls (a bias gradient is a cheap sum).
-        considered = returned[:2] if node.fn.__name__ in ("MatMul", "Linear") else returned
+        # Linear's bias gradient is a cheap sum: only its first two gradients are matmuls.
+        considered = returned[:node.fn.grads_costing_flops]
         needed = sum(1 for g, need in zip(considered, node.needs_input_grad) if need and g is not None)
         flops = node.__dict__.get("_profiled_flops", 0) * needed
         self._record(node.fn.__name__, "backward", seconds, flops, touched + _nbytes(returned))

@@ -1,6 +1,8 @@
 """``minigrad.profile``: FLOPs agree with torch's own flop counter, both phases are recorded, the
-numbers add up, and without a profiler the engine's hook is simply None."""
+numbers add up, each op's FLOP facts live on its class, and a profile sees only its own thread."""
 from __future__ import annotations
+
+import threading
 
 import numpy as np
 import pytest
@@ -103,19 +105,81 @@ def test_profiling_does_not_change_results():
     np.testing.assert_array_equal(plain[1], profiled[1])
 
 
+def _hook():
+    return getattr(autograd._state, "profiler", None)
+
+
 def test_hook_is_none_outside_a_profile_and_restored_when_nested():
-    assert autograd._profiler is None  # the engine's only check: nothing is called per op
+    assert autograd._profiling == 0 and _hook() is None  # the engine's only check per op
     with mg.profile() as outer:
-        assert autograd._profiler is outer
+        assert _hook() is outer and autograd._profiling == 1
         with mg.profile() as inner:
-            assert autograd._profiler is inner
+            assert _hook() is inner
             mg.tensor([1.0], requires_grad=True) * 2
-        assert autograd._profiler is outer
-    assert autograd._profiler is None
+        assert _hook() is outer
+    assert autograd._profiling == 0 and _hook() is None
     before = dict(inner.stats)
     mg.tensor([1.0], requires_grad=True) * 2  # after the block: nothing more is recorded
     assert inner.stats == before and ("Mul", "forward") in before
     assert ("Mul", "forward") not in outer.stats  # the inner profile had the op, not the outer
+
+
+def test_a_profile_sees_only_its_own_threads_ops():
+    """Grad mode is per thread, and so is the profiler: another thread's work is not billed."""
+    started, finish = threading.Event(), threading.Event()
+    seen = {}
+
+    def worker():
+        with mg.profile() as prof:
+            started.set()
+            finish.wait(5)
+            (mg.tensor([1.0, 2.0], requires_grad=True).exp()).sum().backward()
+        seen["worker"] = prof
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    started.wait(5)
+    with mg.profile() as main:
+        assert autograd._profiling == 2
+        (mg.tensor([1.0], requires_grad=True) * 3).sum().backward()
+        finish.set()
+        thread.join(5)
+    assert autograd._profiling == 0
+    assert {op for op, _ in main.stats} == {"Mul", "Sum"}
+    assert {op for op, _ in seen["worker"].stats} == {"Exp", "Sum"}
+
+
+def test_flop_facts_live_on_the_op_class():
+    """A renamed op (a subclass under another name) keeps its count: nothing looks names up."""
+    from minigrad.ops.matmul import MatMul
+    from minigrad.ops.nn import Softmax
+
+    class RenamedMatMul(MatMul):
+        pass
+
+    class RenamedSoftmax(Softmax):
+        pass
+
+    a = mg.randn(4, 5, requires_grad=True)
+    b = mg.randn(5, 3, requires_grad=True)
+    with mg.profile() as prof:
+        RenamedMatMul.apply(a, b).sum().backward()
+        RenamedSoftmax.apply(a, 1).sum().backward()
+    assert prof.stats[("RenamedMatMul", "forward")].flops == 2 * 4 * 3 * 5
+    assert prof.stats[("RenamedMatMul", "backward")].flops == 2 * (2 * 4 * 3 * 5)
+    assert prof.stats[("RenamedSoftmax", "forward")].flops == Softmax.flops_per_element * 20 > 0
+
+
+def test_to_copy_is_profiled_and_its_gradient_flows_back():
+    x = mg.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    with mg.profile() as prof:
+        y = x.to("torch:cpu")
+        (y * y).sum().backward()
+    assert prof.stats[("ToCopy", "forward")].calls == 1
+    assert prof.stats[("ToCopy", "backward")].calls == 1
+    assert prof.stats[("ToCopy", "forward")].flops == 0  # it only moves data
+    assert y.grad_fn.name() == "ToCopyBackward" and x.grad.device == "cpu"
+    np.testing.assert_allclose(x.grad.numpy(), [2.0, 4.0, 6.0])
 
 
 def test_table_sorted_by_time_and_plot_writes_png(tmp_path):

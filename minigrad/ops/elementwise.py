@@ -228,6 +228,8 @@ class Tanh(Function):
 class Sigmoid(Function):
     """z = 1 / (1 + e^-a);  dz/da = z (1 - z). Computed without overflow for large |a|."""
 
+    flops_per_element = 4  # negate, exp, add, divide
+
     @staticmethod
     def forward(ctx, a):
         z = ctx.xp.sigmoid(a)
@@ -277,6 +279,8 @@ class Gelu(Function):
     approximate='tanh' ("gelu_new"):  z = a/2 (1 + tanh u),  u = √(2/π) (a + 0.044715 a³),
         dz/da = (1 + tanh u)/2 + a/2 (1 - tanh² u) √(2/π) (1 + 3·0.044715 a²).
     """
+
+    flops_per_element = 8  # erf (or tanh) plus a handful of products and sums
 
     @staticmethod
     def forward(ctx, a, approximate="none"):

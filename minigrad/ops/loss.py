@@ -34,6 +34,8 @@ class BinaryCrossEntropy(Function):
     dL/dŷ = w (ŷ - y) / max(ŷ (1 - ŷ), 1e-12)   (torch's guard against 0/0).
     """
 
+    flops_per_element = 6  # two logs, two products, a sum, a reduction
+
     @staticmethod
     def forward(ctx, p, y, w, reduction):
         xp = ctx.xp
@@ -58,6 +60,8 @@ class BCEWithLogits(Function):
     dL/dz = w (σ(z) - y).
     """
 
+    flops_per_element = 6  # max, product, |z|, exp, log1p, reduction
+
     @staticmethod
     def forward(ctx, z, y, w, reduction):
         xp = ctx.xp
@@ -81,6 +85,8 @@ class CrossEntropy(Function):
     dL_n/dz_n = softmax(z_n) - onehot(t_n). Rows whose target is ``ignore_index`` add nothing and
     are not counted in the mean, as in torch.
     """
+
+    flops_per_element = 5  # as log_softmax, then a pick and a reduction
 
     @staticmethod
     def forward(ctx, z, t, ignore_index, reduction):

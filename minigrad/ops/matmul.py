@@ -1,7 +1,15 @@
 """Matrix product: ``a @ b`` with torch's 1-D and batch-broadcast rules (one Function, ``MatMul``)."""
 from __future__ import annotations
 
+import math
+
 from ..autograd import Function
+
+
+def matmul_flops(inputs, out) -> int:
+    """2·M·N·K (a multiply and an add per term; batch dims multiply M·N), as torch's flop counter:
+    K is the contracted dim, the last of the first operand (a in a @ b, x in x Wᵀ)."""
+    return 2 * math.prod(out.shape) * int(inputs[0].shape[-1])
 
 
 def _mm(xp, a, b):
@@ -18,6 +26,9 @@ class MatMul(Function):
     dz/da = g @ bᵀ,  dz/db = aᵀ @ g; a 1-D operand is treated as a row (a) or a column (b), and the
     batch dims broadcasting added are summed away by the engine's unbroadcast.
     """
+
+    flops = staticmethod(matmul_flops)
+    grads_costing_flops = 2  # dA = G Bᵀ and dB = Aᵀ G: each a matmul of the forward's size
 
     @staticmethod
     def forward(ctx, a, b):

@@ -9,6 +9,7 @@ in ``minigrad.nn.functional``.
 from __future__ import annotations
 
 from ..autograd import Function
+from .matmul import matmul_flops
 
 
 class Softmax(Function):
@@ -16,6 +17,8 @@ class Softmax(Function):
 
     Jacobian ds_i/dx_j = s_i (δ_ij - s_j), so the vector-Jacobian product is s ⊙ (g - Σ_j g_j s_j).
     """
+
+    flops_per_element = 5  # max, subtract, exp, sum, scale
 
     @staticmethod
     def forward(ctx, x, axis):
@@ -35,6 +38,8 @@ class Softmax(Function):
 
 class LogSoftmax(Function):
     """y = x - max x - log Σ e^(x - max x);  dy_i/dx_j = δ_ij - softmax_j, so vjp = g - e^y Σ g."""
+
+    flops_per_element = 5  # max, subtract, exp, sum, subtract
 
     @staticmethod
     def forward(ctx, x, axis):
@@ -58,6 +63,8 @@ class LayerNorm(Function):
         dx = (ĝ - mean(ĝ) - x̂ mean(ĝ x̂)) / sqrt(σ² + eps),   dw = Σ g x̂,   db = Σ g
     (the two mean terms are the gradient flowing through μ and σ²).
     """
+
+    flops_per_element = 8  # mean, centre, square, mean, rsqrt-scale, weight, bias (~8 with the sums)
 
     @staticmethod
     def forward(ctx, x, weight, bias, n, eps):
@@ -114,6 +121,8 @@ class Embedding(Function):
 
     The ``padding_idx`` row gets no gradient, as in torch: padding stays a fixed vector."""
 
+    flops_per_element = 0  # a gather: it only moves data
+
     @staticmethod
     def forward(ctx, weight, ids, padding_idx=None):
         ctx.save_for_backward(ids)
@@ -135,6 +144,9 @@ class Linear(Function):
     dx = g W,  dW = gᵀ x,  db = Σ g over leading dims. All leading dims are folded into one 2-D
     matmul: one large GEMM runs ~3x faster in numpy than a batch of small ones.
     """
+
+    flops = staticmethod(matmul_flops)  # the bias add is negligible next to the GEMM
+    grads_costing_flops = 2  # dx and dW are matmuls; the bias gradient is a cheap sum
 
     @staticmethod
     def forward(ctx, x, weight, bias):

@@ -57,6 +57,8 @@ class Mean(Function):
 class Var(Function):
     """z = Σ (a - mean)^2 / (n - correction);  dz/da = 2 (a - mean) / (n - correction)."""
 
+    flops_per_element = 3  # subtract the mean, square, sum
+
     @staticmethod
     def forward(ctx, a, axis=None, correction=1, keepdims=False):
         xp = ctx.xp

@@ -11,6 +11,8 @@ from ..autograd import Function
 class Reshape(Function):
     """z = a viewed as ``shape``;  the gradient is g viewed as a's shape."""
 
+    flops_per_element = 0  # it only moves or views data
+
     @staticmethod
     def forward(ctx, a, shape):
         ctx.in_shape = a.shape
@@ -23,6 +25,8 @@ class Reshape(Function):
 
 class Permute(Function):
     """z = a with its dims reordered by ``dims``;  the gradient is g permuted by the inverse order."""
+
+    flops_per_element = 0  # it only moves or views data
 
     @staticmethod
     def forward(ctx, a, dims):
@@ -40,6 +44,8 @@ class Permute(Function):
 class Expand(Function):
     """z = a broadcast to ``shape``;  the gradient sums over the copies (done by the engine)."""
 
+    flops_per_element = 0  # it only moves or views data
+
     @staticmethod
     def forward(ctx, a, shape):
         return ctx.xp.broadcast_to(a, shape)
@@ -51,6 +57,8 @@ class Expand(Function):
 
 class Cat(Function):
     """z = the inputs joined along ``axis``;  each input's gradient is its slice of g."""
+
+    flops_per_element = 0  # it only moves or views data
 
     @staticmethod
     def forward(ctx, *arrays, axis=0):
@@ -78,6 +86,8 @@ class Index(Function):
     With integer arrays an element can be picked twice (``a[[0, 0]]``): its gradient is then the sum
     of both, so the scatter must add (``index_add``), not assign.
     """
+
+    flops_per_element = 0  # it only moves or views data
 
     @staticmethod
     def forward(ctx, a, key):
@@ -116,6 +126,8 @@ class Gather(Function):
 
     Used by ``max(dim)``/``min(dim)``: one index per row, so there are no repeats to add up.
     """
+
+    flops_per_element = 0  # it only moves or views data
 
     @staticmethod
     def forward(ctx, a, idx, axis):
