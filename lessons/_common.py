@@ -3,6 +3,9 @@
 Every lesson starts with ``import _common``. That works whether the lesson runs from the repo root
 (``python lessons/01_computation_graph.py``), from inside ``lessons/``, or as a notebook, because
 Python puts the script's own folder on ``sys.path``.
+
+Figures are saved under ``lessons/out/`` (git-ignored). Run as a script, a lesson only saves them; in
+Jupyter or VS Code's interactive window (IPython), ``savefig`` also displays each one under its cell.
 """
 from __future__ import annotations
 
@@ -21,23 +24,43 @@ OUT = LESSONS / "out"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-# Lessons save figures instead of opening windows (a notebook front end still shows them inline).
+# A script saves figures instead of opening windows; a notebook kernel keeps its own inline backend.
 if "ipykernel" not in sys.modules and not os.environ.get("MPLBACKEND"):
     matplotlib.use("Agg")
+
+# Every path out_path has handed out, in order: the course site (course/notebook.py) reads it after
+# each cell to put the figures that cell wrote under it.
+REQUESTED: list[Path] = []
 
 
 def out_path(name: str) -> Path:
     """``lessons/out/<name>``, creating the folder on first use (it is git-ignored)."""
     OUT.mkdir(exist_ok=True)
+    REQUESTED.append(OUT / name)
     return OUT / name
 
 
+def _ipython_shell():
+    """The running IPython shell (Jupyter, VS Code), or None in a plain ``python`` run."""
+    ipython = sys.modules.get("IPython")
+    return ipython.get_ipython() if ipython is not None else None
+
+
 def savefig(fig, name: str) -> Path:
-    """Save a matplotlib figure to ``lessons/out/<name>``, close it and return the path."""
+    """Save a matplotlib figure to ``lessons/out/<name>``, show it inline under IPython, close it,
+    and return the path.
+
+    Closing keeps a long lesson from holding dozens of figures open; it also stops a notebook's
+    inline backend from drawing the figure itself, which is why it is displayed here explicitly.
+    """
     import matplotlib.pyplot as plt
 
     path = out_path(name)
     fig.savefig(path, dpi=110, bbox_inches="tight")
+    if _ipython_shell() is not None:
+        from IPython.display import Image, display
+
+        display(Image(filename=str(path)))
     plt.close(fig)
     print(f"saved {path.relative_to(ROOT)}")
     return path

@@ -1,0 +1,97 @@
+"""HTML pieces for the course site: markdown with math, highlighted code, and the page shell.
+
+Math is typeset at build time: ``$...$`` and ``$$...$$`` in markdown become MathML (latex2mathml),
+which Chromium, Firefox and Safari render natively, so the pages need no script and no network and
+work from ``file://``. Code is highlighted by pygments into static HTML with a bundled stylesheet.
+"""
+from __future__ import annotations
+
+import html
+import re
+from pathlib import Path
+
+from latex2mathml.converter import convert as latex_to_mathml
+from markdown_it import MarkdownIt
+from mdit_py_plugins.dollarmath import dollarmath_plugin
+from pygments import highlight
+from pygments.formatters import HtmlFormatter
+from pygments.lexers import PythonLexer
+
+ASSETS = Path(__file__).resolve().parent / "site_assets"
+_FORMATTER = HtmlFormatter(cssclass="highlight")
+
+
+class RenderError(ValueError):
+    """Markdown or math that cannot be rendered; the caller adds the file and cell."""
+
+
+def _math(latex: str, options: dict) -> str:
+    try:
+        return latex_to_mathml(latex.strip(), display="block" if options.get("display_mode") else "inline")
+    except Exception as e:  # noqa: BLE001 - latex2mathml raises many types; all mean "bad LaTeX"
+        raise RenderError(f"cannot typeset the formula ${latex}$: {type(e).__name__}: {e}") from None
+
+
+def _markdown() -> MarkdownIt:
+    md = MarkdownIt("commonmark", {"html": True, "typographer": False}).enable("table")
+    # Pandoc's rules: no space just inside the dollars, no digit right after the closing one, so
+    # "costs $5 or $10" stays text.
+    dollarmath_plugin(md, allow_space=False, allow_digits=False, double_inline=True, renderer=_math)
+    return md
+
+
+_MD = _markdown()
+
+
+def markdown(text: str) -> str:
+    """Markdown (CommonMark + tables + dollar math) to HTML."""
+    return _MD.render(text)
+
+
+def code(source: str) -> str:
+    """Python source to highlighted HTML (a ``<div class="highlight"><pre>``)."""
+    return highlight(source, PythonLexer(), _FORMATTER)
+
+
+def output(text: str) -> str:
+    """A cell's printed output, as preformatted text."""
+    return f'<pre class="output">{html.escape(text.rstrip())}</pre>'
+
+
+def stylesheet() -> str:
+    """The site's CSS: the bundled layout plus pygments' colours for the highlighted code."""
+    return (ASSETS / "style.css").read_text(encoding="utf-8") + "\n" + _FORMATTER.get_style_defs(".highlight")
+
+
+def slug(text: str) -> str:
+    """An HTML id from a heading: lower case, words joined by '-'."""
+    return re.sub(r"[^\w]+", "-", text.lower()).strip("-") or "section"
+
+
+def page(title: str, body: str, *, depth: int, banner: str = "", nav: str = "") -> str:
+    """A whole HTML page; ``depth`` is how many folders below the site root it lives (for links)."""
+    up = "../" * depth
+    banner_html = f'<div class="banner">{banner}</div>' if banner else ""
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{html.escape(title)}</title>
+<link rel="stylesheet" href="{up}assets/style.css">
+</head>
+<body>
+{banner_html}
+<nav class="top">{nav}</nav>
+<main>
+{body}
+</main>
+<nav class="bottom">{nav}</nav>
+</body>
+</html>
+"""
+
+
+def link(href: str, text: str, cls: str = "") -> str:
+    cls_attr = f' class="{cls}"' if cls else ""
+    return f'<a href="{html.escape(href, quote=True)}"{cls_attr}>{html.escape(text)}</a>'

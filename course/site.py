@@ -1,0 +1,249 @@
+"""``python -m course.site OUT``: the course as static web pages, executed, offline.
+
+Every lesson runs (one subprocess per lesson, two at once), and its page shows each cell's code,
+printed output and figures, its goals, prerequisites and study time (``course/catalog.toml``), its
+"Check your understanding" questions, and links to the previous and next lesson. The index page has
+the course map, the syllabus (``course/syllabus.md``) and one page per assignment. Every lesson is
+also exported as a notebook, ``OUT/notebooks/NN_topic.ipynb``. Math is typeset to MathML at build
+time and nothing is fetched from the network, so the site works from ``file://``.
+
+Editions:
+
+- default: the reference course, executed, without the answers to the questions;
+- ``--instructor``: the same with the answers (and a banner saying so);
+- ``--root TREE``: the course of another tree, e.g. ``python -m course.student`` output: lessons
+  are shown with their blanks and are *not* executed (a blank raises), no answers.
+
+A lesson that fails stops the build with the lesson, cell, line and error named.
+"""
+from __future__ import annotations
+
+import argparse
+import html
+import os
+import shutil
+import sys
+import tempfile
+import time
+import tomllib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import _site_pages as P
+from . import _site_render as R
+from . import notebook as nb
+
+ROOT = Path(__file__).resolve().parent.parent
+Runs = dict[str, list[nb.CellRun | None]]       # lesson file name -> one entry per cell
+
+
+class BuildError(Exception):
+    """The site cannot be built; the message says which file and why."""
+
+
+@dataclass
+class BuildReport:
+    out: Path
+    pages: list[Path] = field(default_factory=list)
+    runs: Runs = field(default_factory=dict)
+    seconds: float = 0.0
+    execute_seconds: float = 0.0
+
+
+def load_lessons(root: Path) -> tuple[list[P.LessonInfo], list[dict]]:
+    """The lessons found in ``root/lessons`` described by ``root/course/catalog.toml``, and the
+    catalog's assignment tables. A lesson file the catalog does not list (or a tree without a
+    catalog) gets its title from its first heading and no goals."""
+    files = sorted(p.name for p in (root / "lessons").glob("[0-9][0-9]_*.py"))
+    if not files:
+        raise BuildError(f"no lessons (lessons/NN_topic.py) under {root}")
+    catalog_path = root / "course" / "catalog.toml"
+    catalog: dict = {}
+    if catalog_path.exists():
+        try:
+            catalog = tomllib.loads(catalog_path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as e:
+            raise BuildError(f"{catalog_path}: {e}") from None
+    listed = {entry.get("file"): entry for entry in catalog.get("lesson", [])}
+    infos = []
+    for name in files:
+        entry = listed.get(name)
+        if entry is None:
+            infos.append(P.LessonInfo(int(name[:2]), name, _first_heading(root / "lessons" / name)))
+            continue
+        try:
+            infos.append(P.LessonInfo(**entry))
+        except TypeError as e:
+            raise BuildError(f"{catalog_path}: the [[lesson]] table for {name}: {e}") from None
+    return infos, catalog.get("assignment", [])
+
+
+def _first_heading(path: Path) -> str:
+    for cell in nb.parse(path):
+        for line in cell.source.splitlines() if cell.kind == "markdown" else []:
+            if line.startswith("# "):
+                return line[2:].split("—", 1)[-1].strip()
+    return path.stem
+
+
+def execute_lessons(lessons_dir: Path, files: list[str], jobs: int = 2) -> Runs:
+    """Run every lesson, ``jobs`` at a time; raise BuildError naming every lesson that failed."""
+    runs: Runs = {}
+    errors: list[str] = []
+    with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = {name: pool.submit(nb.execute, lessons_dir / name, Path(tmp) / f"{name}.json")
+                   for name in files}
+        for name, future in futures.items():
+            try:
+                runs[name] = future.result()
+            except nb.LessonError as e:
+                errors.append(str(e))
+    if errors:
+        raise BuildError("lessons failed, so the site was not built:\n\n" + "\n\n".join(errors))
+    return runs
+
+
+def lesson_page(info: P.LessonInfo, cells: list[nb.Cell], runs: list[nb.CellRun | None] | None,
+                by_number: dict[int, P.LessonInfo], neighbours: tuple[P.LessonInfo | None, ...], *,
+                instructor: bool, banner: str, figures: dict[str, str]) -> str:
+    """One lesson: its cells (answers only for the instructor), with a box of goals, prerequisites,
+    study time and readings after the opening cell."""
+    parts: list[str] = []
+    for i, cell in enumerate(cells):
+        try:
+            if cell.kind == "code":
+                parts.append(R.code(cell.source))
+                run = runs[i] if runs else None
+                if run and run.output.strip():
+                    parts.append(R.output(run.output))
+                for fig in run.figures if run else []:
+                    parts.append(f'<figure><img src="{html.escape(figures[fig])}" alt="{html.escape(Path(fig).name)}">'
+                                 f"<figcaption>{html.escape(Path(fig).name)}</figcaption></figure>")
+            elif "answers" in cell.tags:
+                if instructor:
+                    parts.append('<details class="answers" open><summary>Answers (instructor edition)</summary>'
+                                 f"{R.markdown(cell.source)}</details>")
+            elif "questions" in cell.tags:
+                parts.append(f'<section class="questions">{R.markdown(cell.source)}</section>')
+            else:
+                parts.append(f'<div class="md">{R.markdown(cell.source)}</div>')
+        except R.RenderError as e:
+            raise BuildError(f"lessons/{info.file}, cell {i + 1} (line {cell.line}): {e}") from None
+        if i == 0:
+            parts.append(_meta_box(info, by_number))
+    prev, nxt = neighbours
+    nav = "".join([R.link("../index.html", "Course index"), '<span class="spacer"></span>',
+                   R.link(prev.page.removeprefix("lessons/"), f"← {prev.label}") if prev else "",
+                   R.link(nxt.page.removeprefix("lessons/"), f"{nxt.label} →") if nxt else ""])
+    return R.page(info.label, "\n".join(parts), depth=1, banner=banner, nav=nav)
+
+
+def _meta_box(info: P.LessonInfo, by_number: dict[int, P.LessonInfo]) -> str:
+    goals = "".join(f"<li>{html.escape(g)}</li>" for g in info.goals)
+    readings = "".join(f"<li>{html.escape(r)}</li>" for r in info.readings)
+    prereq = ", ".join(R.link(by_number[n].page.removeprefix("lessons/"), by_number[n].label)
+                       if n in by_number else f"Lesson {n}" for n in info.prerequisites) or "none"
+    facts = " · ".join(x for x in [f"Week {info.week}" if info.week else "",
+                                   f"Study time ~{info.study_minutes} min" if info.study_minutes else ""] if x)
+    notebook = R.link(f"../notebooks/{info.file.removesuffix('.py')}.ipynb", "this lesson as a notebook (.ipynb)")
+    return (f'<div class="meta">' + (f"<h2>Goals</h2><ul>{goals}</ul>" if goals else "")
+            + f"<h2>Prerequisites</h2><p>{prereq}</p>"
+            + (f"<h2>Readings</h2><ul>{readings}</ul>" if readings else "")
+            + f'<p class="facts">{facts}{" · " if facts else ""}Download {notebook} '
+            f"(put it in <code>lessons/</code> to run it).</p></div>")
+
+
+def build(out: Path, root: Path = ROOT, *, instructor: bool = False, execute: bool | None = None,
+          runs: Runs | None = None, jobs: int = 2) -> BuildReport:
+    """Build the site into ``out``. ``execute`` defaults to True for this repository and False for
+    another tree (a student build, whose blanks raise). ``runs`` reuses an earlier build's
+    execution (the instructor and default editions of one tree run the same code)."""
+    t0 = time.perf_counter()
+    root, out = Path(root).resolve(), Path(out)
+    student = root != ROOT
+    execute = (not student) if execute is None else execute
+    instructor = instructor and not student
+    banner = ("Student edition: the exercises are blanks for you to fill; nothing here was run." if student
+              else "Instructor edition: the answers to the questions are shown." if instructor else "")
+    lessons, assignment_catalog = load_lessons(root)
+    parsed = {}
+    for info in lessons:
+        try:
+            parsed[info.file] = nb.parse(root / "lessons" / info.file)
+        except nb.LessonError as e:
+            raise BuildError(str(e)) from None
+    report = BuildReport(out)
+    if execute and runs is None:
+        runs = execute_lessons(root / "lessons", [i.file for i in lessons], jobs)
+        report.execute_seconds = time.perf_counter() - t0
+    report.runs = runs or {}
+
+    if out.exists():
+        shutil.rmtree(out)
+    for sub in ("assets", "lessons/figures", "notebooks", "assignments"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    (out / "assets" / "style.css").write_text(R.stylesheet(), encoding="utf-8")
+
+    def write(rel: str, text: str) -> None:
+        (out / rel).write_text(text, encoding="utf-8")
+        report.pages.append(out / rel)
+
+    by_number = {i.number: i for i in lessons}
+    for k, info in enumerate(lessons):
+        cells = [c for c in parsed[info.file] if instructor or "answers" not in c.tags]
+        lesson_runs = report.runs.get(info.file)
+        if lesson_runs is not None:
+            keep = [j for j, c in enumerate(parsed[info.file]) if instructor or "answers" not in c.tags]
+            lesson_runs = [lesson_runs[j] for j in keep]
+        figures = {}
+        for run in lesson_runs or []:
+            for fig in run.figures if run else []:
+                shutil.copy2(fig, out / "lessons" / "figures" / Path(fig).name)
+                figures[fig] = f"figures/{Path(fig).name}"
+        neighbours = (lessons[k - 1] if k else None, lessons[k + 1] if k + 1 < len(lessons) else None)
+        write(info.page, lesson_page(info, cells, lesson_runs, by_number, neighbours,
+                                     instructor=instructor, banner=banner, figures=figures))
+        nb.write_ipynb(cells, out / "notebooks" / f"{info.file.removesuffix('.py')}.ipynb", lesson_runs)
+
+    assignments = P.load_assignments(assignment_catalog)
+    for a in assignments:
+        if a.assignment is not None:
+            write(a.page, P.assignment_page(a, by_number, banner=banner))
+        else:
+            print(f"warning: assignment module {a.module} not built ({a.error})", file=sys.stderr)
+    syllabus = root / "course" / "syllabus.md"
+    note = ("Student edition, not executed." if student else
+            f"Built {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; every lesson ran for this build.")
+    write("index.html", P.index_page(lessons, assignments,
+                                     syllabus.read_text(encoding="utf-8") if syllabus.exists() else "",
+                                     banner=banner, build_note=note))
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m course.site", description=__doc__.split("\n")[0])
+    p.add_argument("out", nargs="?", default="site", type=Path, help="output folder (default: site/)")
+    p.add_argument("--root", type=Path, default=ROOT,
+                   help="build the course of this tree (a student build: not executed, no answers)")
+    p.add_argument("--instructor", action="store_true", help="show the answers to the questions")
+    p.add_argument("--jobs", type=int, default=2, help="lessons executed at once (default 2)")
+    args = p.parse_args(argv)
+    if not (args.root / "lessons").is_dir():
+        p.error(f"--root {args.root}: no lessons/ folder there")
+    # One BLAS thread per lesson: two lessons at once on two cores, not four threads fighting.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    try:
+        report = build(args.out, args.root, instructor=args.instructor, jobs=args.jobs)
+    except BuildError as e:
+        print(f"course.site: {e}", file=sys.stderr)
+        return 1
+    print(f"built {len(report.pages)} pages into {report.out}/ in {report.seconds:.1f} s"
+          + (f" (lessons executed in {report.execute_seconds:.1f} s)" if report.execute_seconds else "")
+          + f"; open {report.out / 'index.html'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
