@@ -110,7 +110,8 @@ def gradcheck(fn: Callable, inputs: Sequence, eps: float = 1e-6, atol: float = 1
             else:  # Jacobian row = flat index over all outputs, column = element of this input
                 col = ", ".join(str(int(n)) for n in np.unravel_index(w[1], t.shape))
                 where = f"d output[{int(w[0])}] / d input[{col}]"
-            msg = (f"gradcheck failed for input {next(i for i, x in enumerate(inputs) if x is t)} (shape {t.shape}): worst "
+            index = next(i for i, x in enumerate(inputs) if x is t)  # not inputs.index: == is elementwise
+            msg = (f"gradcheck failed for input {index} (shape {t.shape}): worst "
                    f"element is {where}: analytical {analytical[w]:.8g} vs numerical {numerical[w]:.8g} "
                    f"(atol={atol}, rtol={rtol})")
             if raise_exception:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Sequence
 
 # Modules, not names: ops/ import autograd, which imports tensor.py (and so this module) while
 # they are half-loaded.
-from .ops import elementwise, nn as nn_ops, reduce as reductions, shape as shape_ops
+from .ops import elementwise, reduce as reductions, shape as shape_ops
 
 if TYPE_CHECKING:
     from .tensor import Tensor
@@ -65,10 +65,10 @@ class TensorMethods:
         return (self.abs() ** p).sum(dim, keepdim) ** (1.0 / p)
 
     def all(self, dim=None, keepdim: bool = False) -> "Tensor":
-        return self._make(self._xp.all(self._data, _norm_dim(dim, self.ndim), keepdim), self._xp, self.device)
+        return self._make(self._xp.reduce_all(self._data, _norm_dim(dim, self.ndim), keepdim), self._xp, self.device)
 
     def any(self, dim=None, keepdim: bool = False) -> "Tensor":
-        return self._make(self._xp.any(self._data, _norm_dim(dim, self.ndim), keepdim), self._xp, self.device)
+        return self._make(self._xp.reduce_any(self._data, _norm_dim(dim, self.ndim), keepdim), self._xp, self.device)
 
     def var(self, dim=None, unbiased: bool | None = None, keepdim: bool = False, *,
             correction: int | None = None) -> "Tensor":
@@ -213,9 +213,11 @@ class TensorMethods:
 
     # ---- fused ops -----------------------------------------------------------------------------
     def softmax(self, dim: int) -> "Tensor":
-        """e^x / Σ e^x along ``dim`` (one fused op; see ops/nn.py)."""
-        return nn_ops.Softmax.apply(self, _norm_dim(dim, self.ndim))
+        from .nn import functional as F
+
+        return F.softmax(self, dim)
 
     def log_softmax(self, dim: int) -> "Tensor":
-        """x - log Σ e^x along ``dim`` (one fused op; see ops/nn.py)."""
-        return nn_ops.LogSoftmax.apply(self, _norm_dim(dim, self.ndim))
+        from .nn import functional as F
+
+        return F.log_softmax(self, dim)

@@ -122,6 +122,19 @@ def test_manual_sgd_updates_parameters(device):
     assert w_m.is_leaf and w_m.requires_grad and not w_m.grad.numpy().any()
 
 
+def test_element_views_write_through(device):
+    """t[i] is a view in torch, also of a 1-D tensor (numpy would hand back a scalar copy)."""
+    w_m, w_t = pair([1.0, 2.0, 3.0], device, np.float32, requires_grad=True)
+    for w, ns in ((w_m, mg), (w_t, torch)):
+        first = w[0]
+        with ns.no_grad():
+            w[1].add_(5)
+            w[2].zero_()
+            w.mul_(2)
+        assert first.item() == 2.0
+    np.testing.assert_array_equal(w_m.numpy(), w_t.detach().numpy())
+
+
 def test_inplace_on_leaf_requiring_grad_raises_torchs_error(device):
     w = mg.tensor([1.0, 2.0], device=device, requires_grad=True)
     for fn in (lambda: w.add_(1), lambda: w.mul_(2), lambda: w.zero_(), lambda: w.clamp_(0, 1)):

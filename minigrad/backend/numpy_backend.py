@@ -212,11 +212,11 @@ def argmin(x, axis, keepdims=False):
     return np.argmin(x, axis=axis, keepdims=keepdims)
 
 
-def all(x, axis=None, keepdims=False):
+def reduce_all(x, axis=None, keepdims=False):
     return np.all(x, axis=axis, keepdims=keepdims)
 
 
-def any(x, axis=None, keepdims=False):
+def reduce_any(x, axis=None, keepdims=False):
     return np.any(x, axis=axis, keepdims=keepdims)
 
 
@@ -261,7 +261,15 @@ def matmul(a, b):
 
 # ---- indexing ----------------------------------------------------------------------------------
 def getitem(x, key):
-    return x[key]
+    """x[key]; where numpy would return a scalar copy (integers picking one element) this returns a
+    0-d *view*, as torch does, so that ``t[0].zero_()`` writes into t."""
+    out = x[key]
+    if isinstance(out, np.ndarray):
+        return out
+    key = key if isinstance(key, tuple) else (key,)
+    if any(k is Ellipsis for k in key):
+        return np.asarray(out)
+    return x[key + (Ellipsis,)]
 
 
 def take_along_axis(x, idx, axis):

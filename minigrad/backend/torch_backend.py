@@ -207,11 +207,11 @@ def _over(fn, x, axis, keepdims):
     return x
 
 
-def all(x, axis=None, keepdims=False):
+def reduce_all(x, axis=None, keepdims=False):
     return _over(torch.all, x, axis, keepdims)
 
 
-def any(x, axis=None, keepdims=False):
+def reduce_any(x, axis=None, keepdims=False):
     return _over(torch.any, x, axis, keepdims)
 
 
