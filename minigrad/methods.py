@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Sequence
 
 # Modules, not names: ops/ import autograd, which imports tensor.py (and so this module) while
 # they are half-loaded.
-from .ops import elementwise, reduce as reductions, shape as shape_ops
+from .ops import elementwise, nn as nn_ops, reduce as reductions, shape as shape_ops
 
 if TYPE_CHECKING:
     from .tensor import Tensor
@@ -213,11 +213,9 @@ class TensorMethods:
 
     # ---- fused ops -----------------------------------------------------------------------------
     def softmax(self, dim: int) -> "Tensor":
-        from .nn import functional as F
-
-        return F.softmax(self, dim)
+        """e^x / Σ e^x along ``dim`` (one fused op; see ops/nn.py)."""
+        return nn_ops.Softmax.apply(self, _norm_dim(dim, self.ndim))
 
     def log_softmax(self, dim: int) -> "Tensor":
-        from .nn import functional as F
-
-        return F.log_softmax(self, dim)
+        """x - log Σ e^x along ``dim`` (one fused op; see ops/nn.py)."""
+        return nn_ops.LogSoftmax.apply(self, _norm_dim(dim, self.ndim))
