@@ -179,8 +179,9 @@ def check_model_dir(cfg: TrainConfig) -> tuple[str, BertConfig]:
     config.json and looks for vocab.txt and a weights file (their contents are checked on load)."""
     model_dir = cfg.model or default_model_dir()
     if not os.path.isdir(model_dir):
-        raise MissingFileError(f"--model {model_dir}: not a directory (give the checkpoint directory "
-                               "holding config.json, vocab.txt and the weights)")
+        what = "not a directory" if os.path.exists(model_dir) else "no such directory"
+        raise MissingFileError(f"--model {model_dir}: {what} (give the checkpoint directory holding "
+                               "config.json, vocab.txt and the weights)")
     config = BertConfig.from_pretrained(model_dir)
     if not os.path.isfile(os.path.join(model_dir, "vocab.txt")):
         raise MissingFileError(f"--model {model_dir}: no vocab.txt (the tokenizer's vocabulary)")

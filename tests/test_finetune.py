@@ -257,7 +257,8 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny, tmp_path, monkeypat
 
 
 def test_huge_learning_rate_diverges_cleanly(tiny, tmp_path):
-    with np.errstate(all="ignore"), pytest.raises(FT.TrainingDiverged, match=r"step \d+: the (training loss|gradient norm)"):
+    diverged = r"step \d+: the (training loss|gradient norm)"
+    with np.errstate(all="ignore"), pytest.raises(FT.TrainingDiverged, match=diverged):
         FT.train(config(tiny, tmp_path, lr=1e30, warmup_ratio=0.0, max_steps=6, eval_every=6))
 
 
@@ -336,3 +337,98 @@ def test_default_run_fine_tunes_minilm_on_the_tweets(tmp_path):
     assert out["data"]["labels"] == ["negative", "positive"] and out["data"]["replaced_bytes"] > 0
     hf = transformers.AutoModelForSequenceClassification.from_pretrained(out["best_dir"])
     assert hf.config.num_labels == 1 and hf.config.id2label == {0: "positive"}
+
+
+# ---- issue 13: the CLI never shows a traceback or destroys a run -------------------------------------
+
+def cli(tiny, out, *extra) -> list[str]:
+    return ["--model", tiny["base"], "--train", tiny["train2"], "--dev", tiny["dev2"], "--max-steps",
+            "2", "--batch-size", "8", "--eval-every", "2", "--max-length", "16", "--output", str(out),
+            "--no-progress", "--no-plot", *extra]
+
+
+def last_stderr_line(capsys) -> str:
+    return capsys.readouterr().err.rstrip("\n").splitlines()[-1]
+
+
+@pytest.mark.parametrize("flag, value, words", [
+    ("--lr", "-1", "--lr must be > 0; got -1.0"),
+    ("--warmup-ratio", "1.5", "--warmup-ratio must be in [0, 1]; got 1.5"),
+    ("--weight-decay", "-0.1", "--weight-decay must be >= 0; got -0.1"),
+    ("--max-grad-norm", "0", "--max-grad-norm must be > 0; got 0.0"),
+    ("--eval-batch-size", "0", "--eval-batch-size must be >= 1; got 0"),
+    ("--batch-size", "0", "--batch-size must be >= 1; got 0"),
+    ("--max-length", "100000", "--max-length 100000 exceeds the model's max_position_embeddings (64"),
+])
+def test_numeric_flags_are_checked_before_anything_starts(tiny, tmp_path, capsys, flag, value, words):
+    """Issue 13, defects 2 and 3: --lr -1 trained, --eval-batch-size 0 failed after training,
+    --max-length 100000 failed at the first forward pass."""
+    assert FT.main(cli(tiny, tmp_path / "out", flag, value)) == 2
+    assert last_stderr_line(capsys).startswith(f"error: {words}")
+    assert not os.path.exists(tmp_path / "out")
+
+
+def test_no_clipping_is_spelled_inf(tiny, tmp_path):
+    out = FT.train(config(tiny, tmp_path, max_steps=1, max_grad_norm=float("inf")))
+    assert out["step"] == 1
+
+
+def test_a_failing_run_leaves_a_finished_run_alone(tiny, tmp_path, capsys, monkeypatch):
+    """Issue 13, defect 4: a run pointed at a finished run's directory emptied its metrics.jsonl."""
+    FT.train(config(tiny, tmp_path))
+    before = {p: open(tmp_path / p, "rb").read() for p in ("metrics.jsonl", "last/model.safetensors")}
+    monkeypatch.setattr(BertForSequenceClassification, "loss",
+                        lambda self, logits, labels: logits.sum() * float("nan"))  # fails at step 1
+    assert FT.main(cli(tiny, tmp_path)) == 2
+    assert "is not empty (best, last, metrics.jsonl)" in last_stderr_line(capsys)
+    assert {p: open(tmp_path / p, "rb").read() for p in before} == before
+    # --overwrite replaces the run: the old files go only once every check has passed.
+    monkeypatch.undo()
+    FT.main(cli(tiny, tmp_path, "--overwrite", "--max-steps", "1", "--eval-every", "1"))
+    assert "--overwrite: deleted the previous run's best, last, metrics.jsonl" in capsys.readouterr().err
+    assert [json.loads(x)["step"] for x in open(tmp_path / "metrics.jsonl")] == [1]
+
+
+def test_error_is_the_last_line_below_the_progress_bar(tiny, tmp_path, capsys, monkeypatch):
+    """Issue 13, defect 5: an error mid-run was glued to the tqdm line, and the bar redrew below."""
+    real_loss = BertForSequenceClassification.loss
+    calls = {"n": 0}
+
+    def nan_on_second_step(self, logits, labels):
+        calls["n"] += 1
+        return real_loss(self, logits, labels) * (float("nan") if calls["n"] == 2 else 1.0)
+
+    monkeypatch.setattr(BertForSequenceClassification, "loss", nan_on_second_step)
+    argv = [a for a in cli(tiny, tmp_path / "out", "--eval-every", "5") if a != "--no-progress"]
+    assert FT.main(argv) == 2
+    lines = capsys.readouterr().err.rstrip("\n").split("\n")
+    assert lines[-1].startswith("error: step 2: the training loss is nan"), lines[-1]
+    assert "train:" in lines[-2]  # the bar, closed on its own line above the error
+
+
+def test_stale_temporary_checkpoints_are_removed_on_resume(tiny, tmp_path, capsys):
+    """Issue 13, defect 6: a .last.tmp-XXXX/ left by a SIGKILL during a checkpoint write stayed."""
+    FT.train(config(tiny, tmp_path, max_steps=4, eval_every=2))
+    stale = tmp_path / ".last.tmp-k2j4x"
+    stale.mkdir()
+    (stale / "model.safetensors").write_bytes(b"half written")
+    (tmp_path / ".best.tmp-0a1b2").mkdir()
+    FT.train(config(tiny, tmp_path, max_steps=4, eval_every=2, resume=str(tmp_path)))
+    assert sorted(os.listdir(tmp_path)) == ["best", "last", "metrics.jsonl"]
+    assert ("removed 2 temporary checkpoint dir(s) left by an interrupted run in "
+            f"{tmp_path}: .best.tmp-0a1b2, .last.tmp-k2j4x") in capsys.readouterr().err
+
+
+def test_resume_writes_into_the_resumed_run_by_default(tiny, tmp_path):
+    FT.train(config(tiny, tmp_path / "run", max_steps=4, eval_every=2))
+    out = FT.train(config(tiny, "x", output=None, max_steps=4, eval_every=2,
+                          resume=str(tmp_path / "run" / "last")))
+    assert out["output"] == str(tmp_path / "run") and out["step"] == 4
+
+
+def test_dev_split_is_the_one_in_data(tiny):
+    """One dev split: load_data without --dev holds out exactly D.split_dev's examples."""
+    d = FT.load_data(config(tiny, "unused", dev=None, dev_fraction=0.25))
+    train, dev = D.split_dev(D.read_examples(tiny["train2"], "sentence", "label"), 0.25)
+    assert d["train"] == train and d["dev"] == dev and len(dev) == 12
+    assert not {e.where for e in train} & {e.where for e in dev}
