@@ -8,7 +8,7 @@ op's (a negative ``dim`` into an axis, a target Tensor into its raw array) and c
 from __future__ import annotations
 
 from ..ops.elementwise import Gelu
-from ..ops.loss import BCEWithLogits, BinaryCrossEntropy, CrossEntropy
+from ..ops.loss import NLL, BCEWithLogits, BinaryCrossEntropy, CrossEntropy
 from ..ops.nn import Dropout, Embedding, LayerNorm, Linear
 from ..random import default_generator
 from ..tensor import Tensor
@@ -81,41 +81,96 @@ def sigmoid(x: Tensor) -> Tensor:
 
 
 def _check(reduction, a: Tensor, b: Tensor, name: str):
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"{name}: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    _check_reduction(reduction, name)
     if a.shape != b.shape:
         raise ValueError(f"{name}: input shape {a.shape} and target shape {b.shape} differ")
 
 
+def _check_reduction(reduction, name: str) -> None:
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"{name}: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+
+
+def _raw(t: Tensor | None, like: Tensor, name: str):
+    """A weight/target Tensor's raw array on ``like``'s device (None stays None)."""
+    if t is None:
+        return None
+    if not isinstance(t, Tensor):
+        raise TypeError(f"{name} must be a Tensor, got {type(t).__name__}")
+    if t.device != like.device:
+        raise RuntimeError(f"{name} is on {t.device!r} but the input is on {like.device!r}")
+    return t._data
+
+
 def binary_cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = None,
                          reduction: str = "mean") -> Tensor:
+    """-w [y log x + (1 - y) log(1 - x)] on probabilities x (each log clamped at -100, as torch)."""
     _check(reduction, input, target, "binary_cross_entropy")
-    return BinaryCrossEntropy.apply(input, target._data, None if weight is None else weight._data,
-                                    reduction)
+    return BinaryCrossEntropy.apply(input, _raw(target, input, "target"),
+                                    _raw(weight, input, "weight"), reduction)
 
 
 def binary_cross_entropy_with_logits(input: Tensor, target: Tensor, weight: Tensor | None = None,
-                                     reduction: str = "mean") -> Tensor:
+                                     reduction: str = "mean", pos_weight: Tensor | None = None) -> Tensor:
+    """BCE of σ(input), computed from the logits without overflow; ``pos_weight`` weighs the positive
+    term per class (broadcast over the last dim), as torch's."""
     _check(reduction, input, target, "binary_cross_entropy_with_logits")
-    return BCEWithLogits.apply(input, target._data, None if weight is None else weight._data,
-                               reduction)
+    # Passed only when set, so the op keeps its plain signature (the course's tasks implement it).
+    extra = {} if pos_weight is None else {"pos_weight": _raw(pos_weight, input, "pos_weight")}
+    return BCEWithLogits.apply(input, _raw(target, input, "target"), _raw(weight, input, "weight"),
+                               reduction, **extra)
 
 
-def cross_entropy(input: Tensor, target: Tensor, ignore_index: int = -100,
-                  reduction: str = "mean") -> Tensor:
-    """Cross-entropy of logits ``input`` [N, C] against class ids ``target`` [N] (fused)."""
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"cross_entropy: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+def _class_targets(input: Tensor, target: Tensor, weight: Tensor | None, name: str):
+    """Checks shared by cross_entropy and nll_loss: [N, C] scores, [N] integer ids, a [C] weight."""
     if input.ndim != 2 or target.ndim != 1 or target.shape[0] != input.shape[0]:
-        raise ValueError(f"cross_entropy: expected logits [N, C] and targets [N], got "
-                         f"{input.shape} and {target.shape}")
-    t = target._data
-    return CrossEntropy.apply(input, t, ignore_index, reduction)
+        raise ValueError(f"{name}: expected input [N, C] and targets [N], got {input.shape} and "
+                         f"{target.shape}")
+    if target.dtype.kind not in "iu":
+        raise TypeError(f"{name}: targets must be integer class ids, got dtype {target.dtype}")
+    if weight is not None and weight.shape != (input.shape[1],):
+        raise ValueError(f"{name}: weight must have shape ({input.shape[1]},), one per class, got "
+                         f"{weight.shape}")
+    return _raw(target, input, "target"), _raw(weight, input, "weight")
+
+
+def cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = None, *,
+                  ignore_index: int = -100, reduction: str = "mean",
+                  label_smoothing: float = 0.0) -> Tensor:
+    """Cross-entropy of logits ``input`` [N, C] against class ids ``target`` [N], fused with the
+    log-softmax; torch's ``weight`` (per class), ``ignore_index``, ``reduction`` and
+    ``label_smoothing`` (the formula is in ``ops.loss.CrossEntropy``)."""
+    _check_reduction(reduction, "cross_entropy")
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing}")
+    t, w = _class_targets(input, target, weight, "cross_entropy")
+    # Passed only when set, so the op keeps its plain signature (the course's tasks implement it).
+    extra = {} if w is None else {"weight": w}
+    if label_smoothing:
+        extra["label_smoothing"] = label_smoothing
+    return CrossEntropy.apply(input, t, ignore_index, reduction, **extra)
+
+
+def nll_loss(input: Tensor, target: Tensor, weight: Tensor | None = None, *,
+             ignore_index: int = -100, reduction: str = "mean") -> Tensor:
+    """-input[n, target_n] (weighted): the loss on log-probabilities, as after ``log_softmax``."""
+    _check_reduction(reduction, "nll_loss")
+    t, w = _class_targets(input, target, weight, "nll_loss")
+    return NLL.apply(input, t, ignore_index, reduction, weight=w)
+
+
+def _reduced(loss: Tensor, reduction: str) -> Tensor:
+    return loss.mean() if reduction == "mean" else loss.sum() if reduction == "sum" else loss
 
 
 def mse_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
     """L = mean (x - y)²: composed from primitive ops, whose gradients the engine chains."""
     _check(reduction, input, target, "mse_loss")
     d = input - target
-    sq = d * d
-    return sq.mean() if reduction == "mean" else sq.sum() if reduction == "sum" else sq
+    return _reduced(d * d, reduction)
+
+
+def l1_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
+    """L = mean |x - y| (composed; the gradient at x = y is 0, as torch's sign(0))."""
+    _check(reduction, input, target, "l1_loss")
+    return _reduced((input - target).abs(), reduction)

@@ -79,8 +79,10 @@ class LayerNorm(Module):
 class Dropout(Module):
     """Zero each element with probability p in training mode (scaled by 1/(1-p)); identity in eval."""
 
-    def __init__(self, p: float = 0.5):
-        super().__init__()
+    def __init__(self, p: float = 0.5, inplace: bool = False):
+        super().__init__()  # ``inplace`` is accepted for torch's signature; the result is the same
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
         self.p = p
 
     def forward(self, x: Tensor) -> Tensor:
@@ -100,6 +102,9 @@ class GELU(Module):
 
 
 class ReLU(Module):
+    def __init__(self, inplace: bool = False):
+        super().__init__()  # ``inplace`` is accepted for torch's signature; the result is the same
+
     def forward(self, x: Tensor) -> Tensor:
         return x.relu()
 
@@ -107,3 +112,37 @@ class ReLU(Module):
 class Tanh(Module):
     def forward(self, x: Tensor) -> Tensor:
         return x.tanh()
+
+
+class Sigmoid(Module):
+    def forward(self, x: Tensor) -> Tensor:
+        return x.sigmoid()
+
+
+class Identity(Module):
+    """Returns its input (a placeholder, e.g. for a removed head); takes and ignores any arguments."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x
+
+
+class Softmax(Module):
+    def __init__(self, dim: int | None = None):
+        super().__init__()
+        if dim is None:  # torch guesses a dim with a deprecation warning; guessing hides bugs
+            raise TypeError("nn.Softmax needs dim= (which dimension sums to 1)")
+        self.dim = dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.softmax(self.dim)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}"
+
+
+class LogSoftmax(Softmax):
+    def forward(self, x: Tensor) -> Tensor:
+        return x.log_softmax(self.dim)

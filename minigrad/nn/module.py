@@ -11,8 +11,10 @@ from typing import Iterator
 
 import numpy as np
 
+from .. import dtypes
 from ..backend import resolve
 from ..tensor import Tensor
+from .utils import zero_grads_
 
 IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
 
@@ -70,7 +72,30 @@ class Module:
 
     def register_buffer(self, name: str, value: Tensor | None) -> None:
         """A tensor that is part of the state (saved, moved by ``to``) but not trained."""
+        self.__dict__.pop(name, None)
         self._buffers[name] = value
+
+    def register_parameter(self, name: str, param: Parameter | None) -> None:
+        if param is not None and not isinstance(param, Parameter):
+            raise TypeError(f"register_parameter({name!r}): expected a Parameter or None, got "
+                            f"{type(param).__name__}")
+        self.__dict__.pop(name, None)
+        self._parameters[name] = param
+
+    def add_module(self, name: str, module: "Module | None") -> None:
+        self.__dict__.pop(name, None)
+        self._modules[name] = module
+
+    register_module = add_module
+
+    def get_submodule(self, target: str) -> "Module":
+        """The submodule at a dotted path (``"encoder.layer.0"``); "" is self."""
+        mod = self
+        for part in target.split(".") if target else ():
+            if part not in mod._modules:
+                raise AttributeError(f"{type(mod).__name__} has no submodule {part!r} (in {target!r})")
+            mod = mod._modules[part]
+        return mod
 
     def forward(self, *args, **kwargs):
         raise NotImplementedError(f"{type(self).__name__} has no forward()")
@@ -94,25 +119,31 @@ class Module:
         return (m for _, m in self.named_modules())
 
     def children(self) -> Iterator["Module"]:
-        return iter(m for m in self._modules.values() if m is not None)
+        return (m for _, m in self.named_children())
 
-    def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
+    def named_parameters(self, prefix: str = "", recurse: bool = True) -> Iterator[tuple[str, Parameter]]:
         """(dotted name, parameter) pairs; a parameter shared by two modules is listed once."""
         seen = set()
-        for mod_name, mod in self.named_modules(prefix):
+        for mod_name, mod in self.named_modules(prefix) if recurse else [(prefix, self)]:
             for k, p in mod._parameters.items():
                 if p is not None and id(p) not in seen:
                     seen.add(id(p))
                     yield (f"{mod_name}.{k}" if mod_name else k), p
 
-    def parameters(self) -> Iterator[Parameter]:
-        return (p for _, p in self.named_parameters())
+    def parameters(self, recurse: bool = True) -> Iterator[Parameter]:
+        return (p for _, p in self.named_parameters(recurse=recurse))
 
-    def named_buffers(self) -> Iterator[tuple[str, Tensor]]:
-        for mod_name, mod in self.named_modules():
+    def named_children(self) -> Iterator[tuple[str, "Module"]]:
+        return iter([(k, m) for k, m in self._modules.items() if m is not None])
+
+    def named_buffers(self, prefix: str = "") -> Iterator[tuple[str, Tensor]]:
+        for mod_name, mod in self.named_modules(prefix):
             for k, b in mod._buffers.items():
                 if b is not None:
                     yield (f"{mod_name}.{k}" if mod_name else k), b
+
+    def buffers(self) -> Iterator[Tensor]:
+        return (b for _, b in self.named_buffers())
 
     def apply(self, fn) -> "Module":
         for m in list(self.modules())[::-1]:
@@ -134,20 +165,40 @@ class Module:
         return self
 
     def zero_grad(self, set_to_none: bool = True) -> None:
-        for p in self.parameters():
-            if set_to_none or p.grad is None:
-                p.grad = None
-            else:
-                p.grad.zero_()
+        zero_grads_(self.parameters(), set_to_none)
 
-    def to(self, device=None, dtype=None) -> "Module":
-        """Move every parameter and buffer in place (the same Parameter objects, new arrays)."""
+    def to(self, *args, **kwargs) -> "Module":
+        """Move every parameter and buffer in place (the same Parameter objects, new arrays), as
+        torch's forms: ``to(device)``, ``to(dtype)``, ``to(device, dtype)``, ``to(tensor)`` and the
+        ``device=``/``dtype=`` keywords. A dtype applies to floating-point tensors only."""
+        device, dtype = kwargs.pop("device", None), kwargs.pop("dtype", None)
+        if kwargs:
+            raise TypeError(f"Module.to() got unexpected keyword arguments {sorted(kwargs)}")
+        for a in args:
+            if isinstance(a, Tensor):
+                device, dtype = a.device, a.dtype
+            elif isinstance(a, str):
+                device = a
+            elif a is not None:
+                dtype = a
+        dtype = None if dtype is None else dtypes.canonical(dtype)
+        if dtype is not None and dtype.kind != "f":
+            raise TypeError(f"Module.to() only accepts floating point dtypes, got {dtype}")
         xp, dev = resolve(device) if device is not None else (None, None)
         for t in list(self.parameters()) + [b for _, b in self.named_buffers()]:
             _move_(t, xp, dev, dtype if t.dtype.kind == "f" else None)
             if t.grad is not None:
                 _move_(t.grad, xp, dev, dtype)
         return self
+
+    def float(self) -> "Module":
+        return self.to(dtypes.float32)
+
+    def double(self) -> "Module":
+        return self.to(dtypes.float64)
+
+    def half(self) -> "Module":
+        return self.to(dtypes.float16)
 
     # ---- state ---------------------------------------------------------------------------------
     def _state_tensors(self) -> "OrderedDict[str, Tensor]":
@@ -202,17 +253,28 @@ def _move_(t: Tensor, xp, dev, dtype) -> None:
 
 
 class ModuleList(Module):
+    """A list of modules, registered under "0", "1", ... (so their parameters are found)."""
+
     def __init__(self, modules=()):
         super().__init__()
-        for m in modules:
-            self.append(m)
+        self.extend(modules)
 
     def append(self, m: Module) -> "ModuleList":
         self._modules[str(len(self._modules))] = m
         return self
 
-    def __getitem__(self, i: int) -> Module:
-        return list(self._modules.values())[i]
+    def extend(self, modules) -> "ModuleList":
+        for m in modules:
+            self.append(m)
+        return self
+
+    def __getitem__(self, i):
+        mods = list(self._modules.values())
+        return type(self)(mods[i]) if isinstance(i, slice) else mods[i]
+
+    def __setitem__(self, i: int, m: Module) -> None:
+        key = list(self._modules)[i]  # IndexError for a bad index, as a list
+        self._modules[key] = m
 
     def __len__(self) -> int:
         return len(self._modules)
@@ -222,10 +284,61 @@ class ModuleList(Module):
 
 
 class Sequential(ModuleList):
+    """Modules called in order, each on the previous one's output."""
+
     def __init__(self, *modules: Module):
-        super().__init__(modules)
+        if len(modules) == 1 and isinstance(modules[0], (OrderedDict, dict)):
+            super().__init__()
+            for name, m in modules[0].items():  # torch's Sequential(OrderedDict(name=module))
+                self.add_module(name, m)
+        else:
+            super().__init__(modules)
+
+    def __getitem__(self, i):
+        mods = list(self._modules.values())
+        return Sequential(*mods[i]) if isinstance(i, slice) else mods[i]
 
     def forward(self, x):
         for m in self:
             x = m(x)
         return x
+
+
+class ModuleDict(Module):
+    """A dict of modules, registered under their keys."""
+
+    def __init__(self, modules=None):
+        super().__init__()
+        if modules is not None:
+            self.update(modules)
+
+    def update(self, modules) -> None:
+        for k, m in (modules.items() if hasattr(modules, "items") else modules):
+            self[k] = m
+
+    def __getitem__(self, key: str) -> Module:
+        return self._modules[key]
+
+    def __setitem__(self, key: str, m: Module) -> None:
+        self.add_module(key, m)
+
+    def __delitem__(self, key: str) -> None:
+        del self._modules[key]
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._modules
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules)
+
+    def keys(self):
+        return self._modules.keys()
+
+    def values(self):
+        return self._modules.values()
+
+    def items(self):
+        return self._modules.items()

@@ -5,9 +5,27 @@ from typing import Iterable
 
 import numpy as np
 
-from ..autograd import no_grad
+from ..autograd import enable_grad, no_grad
 from ..backend import backend_of_array
+from ..nn.utils import zero_grads_
 from ..tensor import Tensor
+
+
+def check_hyperparameters(lr: float, eps: float | None = None, betas=None, weight_decay: float = 0.0,
+                          momentum: float = 0.0) -> None:
+    """torch's argument checks, with torch's messages: a negative lr, eps, weight decay or momentum,
+    or a beta outside [0, 1), is a ValueError naming the argument, not a silently odd run."""
+    if not lr >= 0.0:  # ``not >=`` also rejects NaN
+        raise ValueError(f"Invalid learning rate: {lr}")
+    if eps is not None and not eps >= 0.0:
+        raise ValueError(f"Invalid epsilon value: {eps}")
+    for i, beta in enumerate(betas or ()):
+        if not 0.0 <= beta < 1.0:
+            raise ValueError(f"Invalid beta parameter at index {i}: {beta}")
+    if not weight_decay >= 0.0:
+        raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+    if not momentum >= 0.0:
+        raise ValueError(f"Invalid momentum value: {momentum}")
 
 
 def _host(array) -> np.ndarray:
@@ -23,30 +41,40 @@ class Optimizer:
         params = list(params)
         if not params:
             raise ValueError("optimizer got an empty parameter list")
-        groups = params if isinstance(params[0], dict) else [{"params": params}]
         self.defaults = defaults
-        self.param_groups = []
-        for g in groups:
-            group = {**defaults, **g, "params": list(g["params"])}
-            group.setdefault("initial_lr", group["lr"])
-            self.param_groups.append(group)
+        self.param_groups: list[dict] = []
+        for g in params if isinstance(params[0], dict) else [{"params": params}]:
+            self.add_param_group(g)
         self.state: dict[int, dict] = {}
         self._devices: dict[int, str] = {}  # where each parameter's state arrays live
 
     def zero_grad(self, set_to_none: bool = True) -> None:
-        for group in self.param_groups:
-            for p in group["params"]:
-                if set_to_none or p.grad is None:
-                    p.grad = None
-                else:
-                    p.grad._data = p._xp.zeros(p.shape, p.dtype, p.device)
+        zero_grads_(self._params(), set_to_none)
 
-    def step(self) -> None:
+    def add_param_group(self, group: dict) -> None:
+        """A group of parameters with its own hyper-parameters (the defaults fill the rest)."""
+        params = group["params"]
+        params = [params] if isinstance(params, Tensor) else list(params)
+        seen = {id(p) for g in self.param_groups for p in g["params"]}
+        if any(id(p) in seen for p in params):
+            raise ValueError("some parameters appear in more than one parameter group")
+        group = {**self.defaults, **group, "params": params}
+        group.setdefault("initial_lr", group["lr"])
+        self.param_groups.append(group)
+
+    def step(self, closure=None):
+        """One update of every parameter that has a gradient; ``closure`` (torch's) recomputes and
+        returns the loss first."""
+        loss = None
+        if closure is not None:
+            with enable_grad():
+                loss = closure()
         with no_grad():
             for group in self.param_groups:
                 for p in group["params"]:
                     if p.grad is not None:
                         self._update(p, p.grad._data, self._state_for(p), group)
+        return loss
 
     def _state_for(self, p: Tensor) -> dict:
         """p's state, moved to p's device first if ``Module.to`` moved p since the last step:
@@ -69,8 +97,7 @@ class Optimizer:
     def state_dict(self) -> dict:
         """State keyed by parameter position (as torch), arrays as numpy so it saves anywhere."""
         index = {id(p): i for i, p in enumerate(self._params())}
-        state = {index[k]: {n: (v.numpy() if isinstance(v, Tensor) else
-                                _host(v) if hasattr(v, "shape") else v) for n, v in s.items()}
+        state = {index[k]: {n: (_host(v) if hasattr(v, "shape") else v) for n, v in s.items()}
                  for k, s in self.state.items() if k in index}
         groups, start = [], 0
         for g in self.param_groups:
