@@ -12,13 +12,13 @@
 #
 # **The model.** One sigmoid neuron with a squared-error loss, for one example (x, y):
 #
-#     u = w·x,   z = u + b,   ŷ = σ(z) = 1 / (1 + e^(−z)),   d = ŷ − y,   L = d²
+# $$u = w x,\quad z = u + b,\quad \hat{y} = \sigma(z) = \frac{1}{1 + e^{-z}},\quad d = \hat{y} - y,\quad L = d^2$$
 #
 # Each line is one *node* of the graph. A node only needs to know its own *local* derivative
 # (∂z/∂u = 1, ∂ŷ/∂z = ŷ(1 − ŷ), ...). The chain rule multiplies local derivatives along the path
 # from L back to each input:
 #
-#     ∂L/∂w = ∂L/∂d · ∂d/∂ŷ · ∂ŷ/∂z · ∂z/∂u · ∂u/∂w
+# $$\frac{\partial L}{\partial w} = \frac{\partial L}{\partial d} \cdot \frac{\partial d}{\partial \hat{y}} \cdot \frac{\partial \hat{y}}{\partial z} \cdot \frac{\partial z}{\partial u} \cdot \frac{\partial u}{\partial w}$$
 #
 # Walking the graph from L backwards and multiplying as we go is *backpropagation*: every product
 # on the way is reused by all the inputs further back, so one backward sweep costs a small constant
@@ -194,7 +194,7 @@ _common.savefig(fig, "01_neuron_data_grad.png")
 # ## 5. Check against finite differences
 # The definition of a derivative gives a check that needs no calculus at all:
 #
-#     ∂L/∂w ≈ (L(w + h) − L(w − h)) / 2h
+# $$\frac{\partial L}{\partial w} \approx \frac{L(w + h) - L(w - h)}{2h}$$
 #
 # This *central* difference has truncation error ~h²·L'''/6, and rounding error ~ε·|L|/h (ε is the
 # float's machine epsilon): too large an h is inaccurate, too small an h cancels digits away. The
