@@ -4,11 +4,11 @@
 # The source article fine-tunes a classifier with the binary cross-entropy loss. For one example
 # with predicted probability ŷ = M_θ(x) ∈ [0, 1] and label y ∈ {0, 1}:
 #
-#     ℓ(ŷ, y) = −[y log ŷ + (1 − y) log(1 − ŷ)]
+# $$\ell(\hat{y}, y) = -\left[\, y \log \hat{y} + (1 - y) \log(1 - \hat{y}) \,\right]$$
 #
 # and for a data set of N examples, L = (1/N) Σᵢ ℓ(ŷᵢ, yᵢ). Its §4.2 gives the gradient
 #
-#     ∂L/∂θ = −(1/N) Σᵢ ( yᵢ/M_θ(xᵢ) − (1 − yᵢ)/(1 − M_θ(xᵢ)) ) · ∂M_θ(xᵢ)/∂θ
+# $$\frac{\partial L}{\partial \theta} = -\frac{1}{N} \sum_i \left( \frac{y_i}{M_\theta(x_i)} - \frac{1 - y_i}{1 - M_\theta(x_i)} \right) \frac{\partial M_\theta(x_i)}{\partial \theta}$$
 #
 # **Goal.** Finish that derivation for the usual case ŷ = σ(z), where z is the model's *logit*;
 # check every form numerically; then see why the formula as written breaks in floating point and
@@ -19,12 +19,12 @@
 # ## The derivation
 # Differentiate ℓ with respect to ŷ (the article's bracket, with the minus sign):
 #
-#     ∂ℓ/∂ŷ = −( y/ŷ − (1 − y)/(1 − ŷ) ) = (ŷ − y) / (ŷ (1 − ŷ))
+# $$\frac{\partial \ell}{\partial \hat{y}} = -\left( \frac{y}{\hat{y}} - \frac{1 - y}{1 - \hat{y}} \right) = \frac{\hat{y} - y}{\hat{y}\,(1 - \hat{y})}$$
 #
 # The sigmoid's derivative is σ'(z) = σ(z)(1 − σ(z)) = ŷ(1 − ŷ): exactly the denominator above.
 # By the chain rule it cancels:
 #
-#     ∂ℓ/∂z = ∂ℓ/∂ŷ · ∂ŷ/∂z = (ŷ − y)/(ŷ(1 − ŷ)) · ŷ(1 − ŷ) = σ(z) − y
+# $$\frac{\partial \ell}{\partial z} = \frac{\partial \ell}{\partial \hat{y}} \cdot \frac{\partial \hat{y}}{\partial z} = \frac{\hat{y} - y}{\hat{y}(1 - \hat{y})} \cdot \hat{y}(1 - \hat{y}) = \sigma(z) - y$$
 #
 # so for the mean loss, ∂L/∂zᵢ = (σ(zᵢ) − yᵢ)/N: prediction minus label, nothing to divide by.
 # For logistic regression z = w·x + b this gives ∂L/∂w = (1/N) Σᵢ (σ(zᵢ) − yᵢ) xᵢ.
@@ -104,7 +104,7 @@ print("gradcheck: ∂L/∂w matches central differences")
 #
 # Chained with the sigmoid's ∂ŷ/∂z = ŷ(1 − ŷ), the gradient on the logit is
 #
-#     ∂ℓ/∂z = (ŷ − y) · ŷ(1 − ŷ) / max(ŷ(1 − ŷ), 1e-12)
+# $$\frac{\partial \ell}{\partial z} = \frac{(\hat{y} - y)\, \hat{y}(1 - \hat{y})}{\max\left(\hat{y}(1 - \hat{y}),\ 10^{-12}\right)}$$
 #
 # which is exactly σ(z) − y while ŷ(1 − ŷ) ≥ 1e-12, and (ŷ − y) · ŷ(1 − ŷ) · 10¹² below that: it
 # shrinks by a factor e for every unit z moves further out. For y = 1 and z < 0, ŷ(1 − ŷ) ≈ e^z
@@ -117,8 +117,8 @@ print("gradcheck: ∂L/∂w matches central differences")
 #
 # The fused `binary_cross_entropy_with_logits` takes z, never forms σ(z) for the loss, and computes
 #
-#     ℓ(z, y) = max(z, 0) − z·y + log(1 + e^(−|z|))     (algebraically equal to the formula above)
-#     ∂ℓ/∂z = σ(z) − y
+# $$\ell(z, y) = \max(z, 0) - z y + \log\left(1 + e^{-|z|}\right) \qquad \text{(algebraically equal to the formula above)}$$
+# $$\frac{\partial \ell}{\partial z} = \sigma(z) - y$$
 #
 # where e^(−|z|) ≤ 1 can never overflow and no division appears.
 
