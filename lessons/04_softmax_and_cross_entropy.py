@@ -4,7 +4,7 @@
 # The article's training code (§5.2) puts a 2-way classifier on BERT and trains it with
 # `torch.nn.CrossEntropyLoss`. That loss is a softmax followed by a negative log:
 #
-#     softmax(z)ᵢ = e^(zᵢ) / Σⱼ e^(zⱼ),        L(z, t) = −log softmax(z)ₜ
+# $$\operatorname{softmax}(z)_i = \frac{e^{z_i}}{\sum_j e^{z_j}}, \qquad L(z, t) = -\log \operatorname{softmax}(z)_t$$
 #
 # for logits z ∈ Rᶜ and the true class t. Softmax also sits inside every attention layer
 # (lesson 5), so it pays to understand it well.
@@ -40,7 +40,7 @@ def naive_softmax(x: mg.Tensor) -> mg.Tensor:
 # float32 overflows above e^88.7 ≈ 3.4e38. Logits of 1000 are unusual, but a logit of 100 in a
 # float16 model (limit e^11) is not. The fix rests on one identity: for any constant c,
 #
-#     e^(zᵢ − c) / Σⱼ e^(zⱼ − c) = e^(−c) e^(zᵢ) / (e^(−c) Σⱼ e^(zⱼ)) = softmax(z)ᵢ
+# $$\frac{e^{z_i - c}}{\sum_j e^{z_j - c}} = \frac{e^{-c} e^{z_i}}{e^{-c} \sum_j e^{z_j}} = \operatorname{softmax}(z)_i$$
 #
 # With c = max z, the largest exponent is e⁰ = 1, so nothing overflows; and the denominator contains
 # that term 1, so it is ≥ 1: it can never underflow to 0, and dividing by it is always safe. Very
@@ -66,7 +66,7 @@ with np.errstate(all="ignore"):  # the naive version overflows on purpose
 # ## 2. The softmax Jacobian
 # With s = softmax(z), differentiate sᵢ = e^(zᵢ)/S with S = Σₖ e^(zₖ) (quotient rule, ∂S/∂zⱼ = e^(zⱼ)):
 #
-#     ∂sᵢ/∂zⱼ = (δᵢⱼ e^(zᵢ) S − e^(zᵢ) e^(zⱼ)) / S² = sᵢ (δᵢⱼ − sⱼ),   i.e.  J = diag(s) − s sᵀ
+# $$\frac{\partial s_i}{\partial z_j} = \frac{\delta_{ij} e^{z_i} S - e^{z_i} e^{z_j}}{S^2} = s_i (\delta_{ij} - s_j), \quad \text{i.e.} \quad J = \operatorname{diag}(s) - s s^\top$$
 #
 # We build J explicitly and compare it with torch's Jacobian, minigrad's (one backward pass per row,
 # seeded with a one-hot vector), and central finite differences, all in float64.
@@ -115,7 +115,7 @@ assert eigvals.min() > -1e-12 and abs(eigvals).min() < 1e-12  # PSD, with a zero
 # %% [markdown]
 # **Backward never builds J.** For an upstream gradient g, the vector-Jacobian product is
 #
-#     Jᵀ g = s ⊙ g − s (sᵀ g) = s ⊙ (g − ⟨g, s⟩)
+# $$J^\top g = s \odot g - s\, (s^\top g) = s \odot \left(g - \langle g, s \rangle\right)$$
 #
 # which costs O(C) instead of O(C²): for attention over 512 tokens that is the difference between
 # 512 numbers and 262144 per row. That one line is what minigrad's `Softmax.backward` computes.
