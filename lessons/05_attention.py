@@ -4,7 +4,7 @@
 # BERT is a stack of attention layers. In each, every token looks at every other token and takes a
 # weighted average of what it finds:
 #
-#     Attention(Q, K, V) = softmax(Q Kᵀ / √d + M) V
+# $$\operatorname{Attention}(Q, K, V) = \operatorname{softmax}\left(\frac{Q K^\top}{\sqrt{d}} + M\right) V$$
 #
 # Row i of Q (a *query*) is compared with every row j of K (a *key*) by a dot product; softmax
 # turns those scores into weights that sum to 1; the output for token i is the weighted average of
