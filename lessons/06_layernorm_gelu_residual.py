@@ -3,8 +3,7 @@
 #
 # A BERT encoder layer is lesson 5's attention plus three small ideas:
 #
-#     h   = LayerNorm(x + Attention(x))          (residual connection, then normalise)
-#     out = LayerNorm(h + W₂ GELU(W₁ h + b₁) + b₂)   (the same around a feed-forward network)
+# $$\begin{aligned} h &= \operatorname{LayerNorm}(x + \operatorname{Attention}(x)) && \text{(residual connection, then normalise)} \\ \mathrm{out} &= \operatorname{LayerNorm}\left(h + W_2\, \operatorname{GELU}(W_1 h + b_1) + b_2\right) && \text{(the same around a feed-forward network)} \end{aligned}$$
 #
 # BERT-base stacks 12 of these. **Goal.** Understand each new piece (with its gradient), then write
 # the whole layer with minigrad and check its output and *every* parameter gradient against the
@@ -31,12 +30,12 @@ LAYER_NORM_EPS = 1e-12  # BERT's config.layer_norm_eps (torch's default would be
 # ## 1. LayerNorm
 # For each token separately, over its D features:
 #
-#     μ = mean(x),  σ² = mean((x − μ)²),  x̂ = (x − μ)/√(σ² + ε),  y = γ ⊙ x̂ + β
+# $$\mu = \operatorname{mean}(x), \quad \sigma^2 = \operatorname{mean}\left((x - \mu)^2\right), \quad \hat{x} = \frac{x - \mu}{\sqrt{\sigma^2 + \varepsilon}}, \quad y = \gamma \odot \hat{x} + \beta$$
 #
 # It keeps activations at a fixed scale however deep the network, which is what lets 12 (or 96)
 # layers train. minigrad fuses it into one op with a hand-derived backward (with ĝ = γ ⊙ g):
 #
-#     ∂L/∂x = (ĝ − mean(ĝ) − x̂ · mean(ĝ ⊙ x̂)) / √(σ² + ε)
+# $$\frac{\partial L}{\partial x} = \frac{\hat{g} - \operatorname{mean}(\hat{g}) - \hat{x} \cdot \operatorname{mean}(\hat{g} \odot \hat{x})}{\sqrt{\sigma^2 + \varepsilon}}$$
 #
 # The two subtracted means are the gradient flowing back through μ and σ². We check the fused op
 # against the same formula composed from primitive ops (autograd derives that backward for us),
