@@ -386,7 +386,8 @@ def test_a_failing_run_leaves_a_finished_run_alone(tiny, tmp_path, capsys, monke
     monkeypatch.undo()
     FT.main(cli(tiny, tmp_path, "--overwrite", "--max-steps", "1", "--eval-every", "1"))
     assert "--overwrite: deleted the previous run's best, last, metrics.jsonl" in capsys.readouterr().err
-    assert [json.loads(x)["step"] for x in open(tmp_path / "metrics.jsonl")] == [1]
+    events = [json.loads(x) for x in open(tmp_path / "metrics.jsonl")]
+    assert [(e["event"], e["step"]) for e in events] == [("train", 1), ("eval", 1)]
 
 
 def test_error_is_the_last_line_below_the_progress_bar(tiny, tmp_path, capsys, monkeypatch):
