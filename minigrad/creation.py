@@ -10,7 +10,7 @@ from .dtypes import DEFAULT_FLOAT, bool_, canonical, float16, float32, float64, 
 from .ops.elementwise import Where
 from .ops.shape import Cat
 from .random import default_generator
-from .tensor import Tensor, _norm_dim, shape_arg
+from .tensor import Tensor, _norm_dim, _promote, shape_arg
 
 
 def tensor(data, requires_grad: bool = False, dtype=None, device=None) -> Tensor:
@@ -142,4 +142,7 @@ def where(condition: Tensor, input=None, other=None):
         return tuple(Tensor._make(i, condition._xp, condition.device) for i in condition._xp.nonzero(condition._data))
     if not isinstance(input, Tensor) and not isinstance(other, Tensor):
         input = Tensor(input, device=condition.device)
+    t = input if isinstance(input, Tensor) else other
+    if t._xp is numpy_backend:  # torch's result dtype (where(c, int_t, 0.5) is float32, not float64)
+        input, other = _promote(Where, input, other, False)
     return Where.apply(input, other, condition._data if isinstance(condition, Tensor) else condition)

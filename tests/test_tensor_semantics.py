@@ -309,6 +309,17 @@ def test_promotion_between_tensors_follows_torch(device, da, db, zero_dim):
         assert str(got.dtype) == torch_dtype_name(want), f"{da} {op} {db} (0-d: {zero_dim})"
 
 
+@pytest.mark.parametrize("a, b", [("int64", 0.5), ("float32", 0), ("int64", "float64"), ("float32", "float64"),
+                                  ("bool", 1), ("float32", np.float64(2.0))])
+def test_where_promotes_like_torch(device, a, b):
+    cond_m, cond_t = pair([True, False, True], device)
+    x_m, x_t = pair([1, 0, 2], device, a)
+    y_m, y_t = pair([3, 4, 5], device, b) if isinstance(b, str) else (b, b)
+    got, want = mg.where(cond_m, x_m, y_m), torch.where(cond_t, x_t, y_t)
+    assert str(got.dtype) == torch_dtype_name(want)
+    np.testing.assert_allclose(got.numpy().astype(float), want.numpy().astype(float))
+
+
 def test_int_inputs_to_float_functions_give_float32(device):
     a = mg.arange(4, device=device)
     for fn in ("exp", "log", "sqrt", "tanh", "sigmoid", "sin", "cos"):
