@@ -324,3 +324,36 @@ def test_missing_path_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="no-such-model: no such checkpoint"):
         BertModel.from_pretrained(missing)
 
+
+
+def test_one_fit_report_for_module_checkpoint_and_adapter(tmp_path):
+    """Module.load_state_dict, the checkpoint loader and the LoRA adapter loader report a state
+    dict that does not fit in one format (minigrad.nn.state_dict.StateDictFit)."""
+    from mini_bert import peft
+
+    def report_lines(error) -> list[str]:
+        head, *rest = str(error).splitlines()
+        assert head.endswith(": the state dict does not fit BertForSequenceClassification:"), head
+        return [line.split(" (")[0].strip() for line in rest]
+
+    model = mb.BertForSequenceClassification(mb.BertConfig.from_dict(tiny_config().to_dict()))
+    state = {k: v.numpy() for k, v in model.state_dict().items()}
+    state["classifier.weight"] = np.zeros((5, 32), np.float32)
+    with pytest.raises(RuntimeError) as module_error:
+        model.load_state_dict(state)
+
+    hf = hf_model("BertForSequenceClassification", tiny_config(num_labels=5))
+    path = save_bin(hf.state_dict(), tmp_path / "ckpt", hf.config)
+    with pytest.raises(CheckpointError) as checkpoint_error:
+        mb.BertForSequenceClassification.from_pretrained(path, num_labels=2)
+
+    lora = mb.BertForSequenceClassification(mb.BertConfig.from_dict(tiny_config().to_dict()))
+    peft.apply_lora(lora, "query", r=2)
+    peft.save_adapter(lora, tmp_path / "adapter")
+    wider = mb.BertForSequenceClassification(mb.BertConfig.from_dict(tiny_config(num_labels=5).to_dict()))
+    with pytest.raises(CheckpointError) as adapter_error:
+        peft.load_adapter(wider, tmp_path / "adapter")
+
+    for info in (module_error, checkpoint_error, adapter_error):
+        assert report_lines(info.value) == ["shape mismatches"]
+        assert "classifier.weight: checkpoint (" in str(info.value)

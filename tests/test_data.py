@@ -175,3 +175,16 @@ def test_dynamic_padding_matches_hf(tmp_path):
         for k in ("input_ids", "token_type_ids", "attention_mask"):
             np.testing.assert_array_equal(enc[k], ref[k], err_msg=k)
         assert enc["input_ids"].shape[1] == min(max_length, enc["attention_mask"].sum(1).max())
+
+
+def test_csv_field_limit_is_raised_only_while_reading(tmp_path):
+    """The corpus needs fields over csv's default 128 KiB; the process-wide limit is restored."""
+    import csv
+
+    before = csv.field_size_limit()
+    long_text = "word " * 40_000  # 200 KB in one field
+    path = write(tmp_path, "long.csv", f"sentence,label\n\"{long_text}\",1\n")
+    (example,) = D.read_examples(path, "sentence", "label")
+    assert example.text == long_text and csv.field_size_limit() == before
+    with pytest.raises(csv.Error, match="field larger than field limit"):
+        list(csv.reader([f"\"{'x' * (before + 1)}\""]))  # other csv users keep the default
