@@ -121,7 +121,7 @@ def binary_cross_entropy_with_logits(input: Tensor, target: Tensor, weight: Tens
                                reduction, **extra)
 
 
-def _class_targets(input: Tensor, target: Tensor, weight: Tensor | None, name: str):
+def _class_targets(input: Tensor, target: Tensor, weight: Tensor | None, ignore_index: int, name: str):
     """Checks shared by cross_entropy and nll_loss: [N, C] scores, [N] integer ids, a [C] weight."""
     if input.ndim != 2 or target.ndim != 1 or target.shape[0] != input.shape[0]:
         raise ValueError(f"{name}: expected input [N, C] and targets [N], got {input.shape} and "
@@ -131,7 +131,14 @@ def _class_targets(input: Tensor, target: Tensor, weight: Tensor | None, name: s
     if weight is not None and weight.shape != (input.shape[1],):
         raise ValueError(f"{name}: weight must have shape ({input.shape[1]},), one per class, got "
                          f"{weight.shape}")
-    return _raw(target, input, "target"), _raw(weight, input, "weight")
+    t = _raw(target, input, "target")
+    if target.numel():  # an id out of range would index another row's class silently or crash later
+        ids = target.numpy()
+        bad = ids[(ids != ignore_index) & ((ids < 0) | (ids >= input.shape[1]))]
+        if bad.size:
+            raise IndexError(f"{name}: target {int(bad[0])} is out of bounds for {input.shape[1]} "
+                             f"classes (and is not ignore_index={ignore_index})")
+    return t, _raw(weight, input, "weight")
 
 
 def cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = None, *,
@@ -143,7 +150,7 @@ def cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = None, *
     _check_reduction(reduction, "cross_entropy")
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing}")
-    t, w = _class_targets(input, target, weight, "cross_entropy")
+    t, w = _class_targets(input, target, weight, ignore_index, "cross_entropy")
     # Passed only when set, so the op keeps its plain signature (the course's tasks implement it).
     extra = {} if w is None else {"weight": w}
     if label_smoothing:
@@ -155,7 +162,7 @@ def nll_loss(input: Tensor, target: Tensor, weight: Tensor | None = None, *,
              ignore_index: int = -100, reduction: str = "mean") -> Tensor:
     """-input[n, target_n] (weighted): the loss on log-probabilities, as after ``log_softmax``."""
     _check_reduction(reduction, "nll_loss")
-    t, w = _class_targets(input, target, weight, "nll_loss")
+    t, w = _class_targets(input, target, weight, ignore_index, "nll_loss")
     return NLL.apply(input, t, ignore_index, reduction, weight=w)
 
 

@@ -146,8 +146,10 @@ class Module:
         return (b for _, b in self.named_buffers())
 
     def apply(self, fn) -> "Module":
-        for m in list(self.modules())[::-1]:
-            fn(m)
+        """``fn`` on every submodule, children before their parent (torch's order)."""
+        for m in self.children():
+            m.apply(fn)
+        fn(self)
         return self
 
     # ---- modes and devices ---------------------------------------------------------------------
