@@ -325,3 +325,49 @@ def test_add_param_group_and_step_closure():
     assert opt.step(closure).item() == 2.0
     np.testing.assert_allclose(a.numpy(), [2.0, 2.0])  # a -= 1.0 * 2(sum a - 1)
     np.testing.assert_allclose(b.numpy(), [-1.0, -1.0, -1.0])  # b -= 0.5 * 2(sum b + 1)
+
+
+# ---- what the tutorials call besides (nanoGPT, makemore, the Annotated Transformer) ----------------
+SDPA_CASES = [dict(is_causal=True), dict(scale=0.3), dict(attn_mask=RNG.random((5, 5)) > 0.3),
+              dict(attn_mask=RNG.standard_normal((5, 5)))]
+
+
+@pytest.mark.parametrize("device", BACKENDS)
+@pytest.mark.parametrize("kwargs", SDPA_CASES, ids=["causal", "scale", "bool_mask", "float_mask"])
+def test_scaled_dot_product_attention_matches_torch(device, kwargs):
+    arrays = [RNG.standard_normal((2, 3, 5, 4)) for _ in range(3)]
+    ours_kw = {k: mg.tensor(v, device=device) if isinstance(v, np.ndarray) else v for k, v in kwargs.items()}
+    theirs_kw = {k: torch.tensor(v) if isinstance(v, np.ndarray) else v for k, v in kwargs.items()}
+    ours = [mg.tensor(a, requires_grad=True, device=device) for a in arrays]
+    theirs = [torch.tensor(a, requires_grad=True) for a in arrays]
+    out = F.scaled_dot_product_attention(*ours, **ours_kw)
+    want = torch.nn.functional.scaled_dot_product_attention(*theirs, **theirs_kw)
+    out.sum().backward()
+    want.sum().backward()
+    _close(out, want)
+    for a, at in zip(ours, theirs):
+        _close(a.grad, at.grad)
+
+
+@pytest.mark.parametrize("device", BACKENDS)
+def test_one_hot_matches_torch(device):
+    ids = np.array([[0, 3], [2, 1]])
+    _close(F.one_hot(mg.tensor(ids, device=device)), torch.nn.functional.one_hot(torch.tensor(ids)))
+    _close(F.one_hot(mg.tensor(ids, device=device), 6), torch.nn.functional.one_hot(torch.tensor(ids), 6))
+
+
+@pytest.mark.parametrize("name", ["xavier_uniform_", "xavier_normal_", "kaiming_uniform_"])
+def test_initialisers_have_torchs_spread(name):
+    """Same shape, same formula: the sample standard deviations agree to sampling noise (~1% at
+    this size) and uniform draws stay inside torch's largest draw's bound."""
+    ours, theirs = getattr(nn.init, name)(mg.zeros(256, 384)), getattr(torch.nn.init, name)(torch.zeros(256, 384))
+    assert ours.numpy().std() == pytest.approx(theirs.numpy().std(), rel=0.03)
+    if "uniform" in name:
+        assert np.abs(ours.numpy()).max() <= np.abs(theirs.numpy()).max() * 1.001
+
+
+def test_adamw_accepts_nanogpts_arguments():
+    groups = [{"params": [mg.zeros(2, requires_grad=True)], "weight_decay": 0.1},
+              {"params": [mg.zeros(3, requires_grad=True)], "weight_decay": 0.0}]
+    opt = mg.optim.AdamW(groups, lr=6e-4, betas=(0.9, 0.95), fused=False)
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.1, 0.0]

@@ -7,6 +7,8 @@ op's (a negative ``dim`` into an axis, a target Tensor into its raw array) and c
 """
 from __future__ import annotations
 
+import numpy as np
+
 from ..ops.elementwise import Gelu
 from ..ops.loss import NLL, BCEWithLogits, BinaryCrossEntropy, CrossEntropy
 from ..ops.nn import Dropout, Embedding, LayerNorm, Linear
@@ -78,6 +80,38 @@ def tanh(x: Tensor) -> Tensor:
 
 def sigmoid(x: Tensor) -> Tensor:
     return x.sigmoid()
+
+
+def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn_mask: Tensor | None = None,
+                                 dropout_p: float = 0.0, is_causal: bool = False,
+                                 scale: float | None = None) -> Tensor:
+    """softmax(q kᵀ · scale + mask) v, scale = 1/sqrt(head dim), composed from the fused ops.
+
+    As torch's: a bool ``attn_mask`` is True where attention is allowed, a float one is added to
+    the scores; ``is_causal`` lets position i see positions ≤ i only (masked scores are -inf, so a
+    fully masked row gives NaN, as in torch). ``dropout_p`` applies whenever it is non-zero (pass 0
+    in eval, as nanoGPT does).
+    """
+    if is_causal and attn_mask is not None:
+        raise ValueError("scaled_dot_product_attention: give attn_mask or is_causal, not both")
+    scores = (query @ key.transpose(-2, -1)) * (scale if scale is not None else query.shape[-1] ** -0.5)
+    if is_causal:
+        n, m = scores.shape[-2:]
+        attn_mask = Tensor(np.tril(np.ones((n, m), dtype=bool)), device=query.device)
+    if attn_mask is not None:
+        scores = scores.masked_fill(~attn_mask, float("-inf")) if attn_mask.dtype == bool else scores + attn_mask
+    return dropout(scores.softmax(-1), dropout_p) @ value
+
+
+def one_hot(tensor: Tensor, num_classes: int = -1) -> Tensor:
+    """int64 [..., C] with a 1 at each id (C = max id + 1 unless given), as torch's."""
+    if tensor.dtype.kind not in "iu":
+        raise TypeError(f"one_hot: expects integer class ids, got dtype {tensor.dtype}")
+    ids = tensor.numpy()
+    n = int(ids.max()) + 1 if num_classes == -1 else num_classes
+    if ids.size and (ids.min() < 0 or ids.max() >= n):
+        raise RuntimeError(f"one_hot: class values must be in [0, {n}), got {ids.min()}..{ids.max()}")
+    return Tensor(np.eye(n, dtype=np.int64)[ids], device=tensor.device)
 
 
 def _check(reduction, a: Tensor, b: Tensor, name: str):

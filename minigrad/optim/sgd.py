@@ -9,7 +9,8 @@ class SGD(Optimizer):
     θ ← θ - lr·g."""
 
     def __init__(self, params, lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
-                 weight_decay: float = 0.0, nesterov: bool = False):
+                 weight_decay: float = 0.0, nesterov: bool = False, *, foreach=None, fused=None):
+        # foreach/fused choose torch's kernels, not the math: accepted and unused.
         check_hyperparameters(lr, weight_decay=weight_decay, momentum=momentum)
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
