@@ -395,6 +395,9 @@ class Tensor(TensorMethods, InplaceMixin):
         return _binary(elementwise.Minimum, self, other)
 
     def masked_fill(self, mask: "Tensor", value: float) -> "Tensor":
-        """Where ``mask`` is True, ``value``; elsewhere self (gradient flows only there)."""
+        """Where ``mask`` is True, ``value`` (cast to self's dtype, as torch); elsewhere self (the
+        gradient flows only there)."""
+        if not isinstance(value, Tensor):  # a Python number of self's kind: it cannot promote self
+            value = self.dtype.type(value).item()
         return elementwise.Where.apply(value, self, _raw(mask))
 

@@ -320,6 +320,15 @@ def test_where_promotes_like_torch(device, a, b):
     np.testing.assert_allclose(got.numpy().astype(float), want.numpy().astype(float))
 
 
+@pytest.mark.parametrize("dtype, value", [("int64", 0.5), ("int64", -7), ("float32", -1e9), ("float64", 2),
+                                          ("bool", True)])
+def test_masked_fill_keeps_the_dtype(device, dtype, value):
+    m, t = pair([1, 0, 2], device, dtype)
+    got, want = m.masked_fill(m == 0, value), t.masked_fill(t == 0, value)
+    assert str(got.dtype) == torch_dtype_name(want)
+    np.testing.assert_array_equal(got.numpy(), want.numpy())
+
+
 def test_int_inputs_to_float_functions_give_float32(device):
     a = mg.arange(4, device=device)
     for fn in ("exp", "log", "sqrt", "tanh", "sigmoid", "sin", "cos"):
