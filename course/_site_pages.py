@@ -87,7 +87,7 @@ def index_page(lessons: list[LessonInfo], assignments: list[AssignmentInfo], syl
     for info in lessons:
         facts = [f"week {info.week}" if info.week else "",
                  f"~{info.study_minutes} min" if info.study_minutes else "",
-                 "after " + ", ".join(str(n) for n in info.prerequisites) if info.prerequisites else ""]
+                 "needs lessons " + ", ".join(str(n) for n in info.prerequisites) if info.prerequisites else ""]
         goals = "".join(f"<li>{html.escape(g)}</li>" for g in info.goals)
         items.append(f'<li>{R.link(info.page, info.label)} <span class="time">'
                      f'{html.escape(" · ".join(f for f in facts if f))}</span>'
@@ -104,7 +104,7 @@ def index_page(lessons: list[LessonInfo], assignments: list[AssignmentInfo], syl
     syllabus = R.markdown(_link_syllabus(_demote_headings(syllabus_md), by_number, assignments)) \
         if syllabus_md else "<p>No syllabus (course/syllabus.md) in this tree.</p>"
     body = f"""<h1>The course: from one scalar graph to a fine-tuned BERT</h1>
-<p>{len(lessons)} lessons, each executed for this site with its output and figures; about
+<p>{len(lessons)} lessons, each with its code, output and figures; about
 {total / 60:.0f} hours of study. Every lesson can be downloaded as a Jupyter notebook from its page.</p>
 <p class="note">{html.escape(build_note)}</p>
 <p><a href="#course-map">Course map</a> · <a href="#assignments">Assignments</a> ·

@@ -139,9 +139,10 @@ def _run_cells(path: Path, result_json: Path) -> int:
                 exec(code, namespace)
         except BaseException as exc:  # noqa: BLE001 - report anything, KeyboardInterrupt included
             frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == str(path)]
+            lesson_tb = exc.__traceback__.tb_next     # from the lesson's frame down: exec() is noise
             error = {"cell": n, "line": frames[-1].lineno if frames else cell.line,
                      "message": "".join(traceback.format_exception_only(type(exc), exc)).strip(),
-                     "traceback": "".join(traceback.format_exception(exc))[-3000:]}
+                     "traceback": "".join(traceback.format_exception(type(exc), exc, lesson_tb))[-3000:]}
             _write_json(result_json, {"error": error})
             return 1
         runs.append({"output": buf.getvalue(), "figures": _new_figures(claimed),

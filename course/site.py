@@ -147,7 +147,7 @@ def _meta_box(info: P.LessonInfo, by_number: dict[int, P.LessonInfo]) -> str:
     facts = " · ".join(x for x in [f"Week {info.week}" if info.week else "",
                                    f"Study time ~{info.study_minutes} min" if info.study_minutes else ""] if x)
     notebook = R.link(f"../notebooks/{info.file.removesuffix('.py')}.ipynb", "this lesson as a notebook (.ipynb)")
-    return (f'<div class="meta">' + (f"<h2>Goals</h2><ul>{goals}</ul>" if goals else "")
+    return ('<div class="meta">' + (f"<h2>Goals</h2><ul>{goals}</ul>" if goals else "")
             + f"<h2>Prerequisites</h2><p>{prereq}</p>"
             + (f"<h2>Readings</h2><ul>{readings}</ul>" if readings else "")
             + f'<p class="facts">{facts}{" · " if facts else ""}Download {notebook} '
@@ -164,7 +164,8 @@ def build(out: Path, root: Path = ROOT, *, instructor: bool = False, execute: bo
     student = root != ROOT
     execute = (not student) if execute is None else execute
     instructor = instructor and not student
-    banner = ("Student edition: the exercises are blanks for you to fill; nothing here was run." if student
+    banner = ("Student edition: the exercises are blanks for you to fill"
+              + ("." if execute else "; the lessons were not run for this site.") if student
               else "Instructor edition: the answers to the questions are shown." if instructor else "")
     lessons, assignment_catalog = load_lessons(root)
     parsed = {}
@@ -213,8 +214,8 @@ def build(out: Path, root: Path = ROOT, *, instructor: bool = False, execute: bo
         else:
             print(f"warning: assignment module {a.module} not built ({a.error})", file=sys.stderr)
     syllabus = root / "course" / "syllabus.md"
-    note = ("Student edition, not executed." if student else
-            f"Built {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; every lesson ran for this build.")
+    note = f"Built {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; " + \
+        ("every lesson ran for this build." if execute else "the lessons were not run for this build.")
     write("index.html", P.index_page(lessons, assignments,
                                      syllabus.read_text(encoding="utf-8") if syllabus.exists() else "",
                                      banner=banner, build_note=note))

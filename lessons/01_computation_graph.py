@@ -110,7 +110,7 @@ while node is not None:
 # plain Python number, so it is not a node.
 graph_path = _common.out_path("01_neuron_graph.png")
 mg.viz.draw(Lt, str(graph_path), names={id(wt): "w", id(xt): "x", id(bt): "b"})
-print(f"saved {graph_path.relative_to(_common.ROOT)}")
+_common.saved(graph_path)
 
 Lt.backward()
 engine = {"w": wt.grad.item(), "b": bt.grad.item(), "x": xt.grad.item()}

@@ -135,7 +135,7 @@ for e in evals:
           f"F1 {e['f1']:.3f}")
 print(f"{summary['seconds_per_step']:.2f} s per step")
 plot_curves(events, str(_common.out_path("10_training_curves.png")))
-print("saved lessons/out/10_training_curves.png")
+_common.saved(_common.OUT / "10_training_curves.png")
 
 # What a short run must show: the learning rate followed warmup + decay; the dev loss started at
 # chance level (a fresh head outputs z ≈ 0, see |z| below, and the BCE of σ(0) = 1/2 is

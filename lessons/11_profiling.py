@@ -225,7 +225,7 @@ ax1.set_title(f"one training step, B={B}, T={T} ({prof.wall_seconds * 1e3:.0f} m
 ax1.legend(fontsize=8, loc="lower left")
 _common.savefig(fig, "11_roofline_and_shares.png")
 prof.plot(str(_common.out_path("11_time_per_op.png")))
-print("saved lessons/out/11_time_per_op.png")
+_common.saved(_common.OUT / "11_time_per_op.png")
 
 # %% [markdown]
 # ## Takeaways

@@ -47,23 +47,29 @@ def _ipython_shell():
 
 
 def savefig(fig, name: str) -> Path:
-    """Save a matplotlib figure to ``lessons/out/<name>``, show it inline under IPython, close it,
+    """Save a matplotlib figure to ``lessons/out/<name>``, close it, show it inline under IPython,
     and return the path.
 
     Closing keeps a long lesson from holding dozens of figures open; it also stops a notebook's
-    inline backend from drawing the figure itself, which is why it is displayed here explicitly.
+    inline backend from drawing the figure itself, which is why ``saved`` displays it explicitly.
     """
     import matplotlib.pyplot as plt
 
     path = out_path(name)
     fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return saved(path)
+
+
+def saved(path: Path) -> Path:
+    """Announce an image written to ``path`` (by ``savefig`` or by a library's own plot function):
+    print where it went and, under IPython, display it under the cell."""
     if _ipython_shell() is not None:
         from IPython.display import Image, display
 
         display(Image(filename=str(path)))
-    plt.close(fig)
-    print(f"saved {path.relative_to(ROOT)}")
-    return path
+    print(f"saved {Path(path).relative_to(ROOT)}")
+    return Path(path)
 
 
 def max_rel_err(a, b) -> float:

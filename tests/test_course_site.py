@@ -1,0 +1,238 @@
+"""The course site (``python -m course.site``), built once and opened page by page in a real browser.
+
+The executed build is shared by every test here (it runs all the lessons, ~2 min on 2 cores); the
+instructor edition reuses its execution. Each page is opened from ``file://`` in headless Chromium
+(Debian's ``chromium`` driven by Playwright), which checks what a reader would see: no console
+errors, every image decoded, no math left as raw ``$...$``, and every internal link landing on a file
+(and anchor) that exists. A screenshot of each page goes to ``<site>/_screenshots/``.
+
+Set COURSE_SITE_OUT=DIR to build into DIR (and keep it, screenshots included) instead of a temp dir.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import pytest
+
+from course import notebook as nb
+from course import site
+
+ROOT = Path(__file__).resolve().parent.parent
+LESSONS = sorted((ROOT / "lessons").glob("[0-9][0-9]_*.py"))
+CHROMIUM = next((p for p in ("/usr/bin/chromium", shutil.which("chromium") or "") if p and os.path.exists(p)), None)
+# Inline math is a pair of dollars on one line around a non-blank; display math is "$$".
+RAW_MATH = re.compile(r"\$\$|\$[^\s$][^$\n]*?\$")
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> dict[str, site.BuildReport]:
+    """The default (executed) edition, the instructor edition, and a student build's edition."""
+    base = Path(os.environ["COURSE_SITE_OUT"]) if os.environ.get("COURSE_SITE_OUT") else \
+        tmp_path_factory.mktemp("site")
+    default = site.build(base / "default")
+    print(f"\nsite build: {default.seconds:.1f} s (lessons {default.execute_seconds:.1f} s)")
+    instructor = site.build(base / "instructor", instructor=True, runs=default.runs)
+    student_tree = tmp_path_factory.mktemp("student") / "tree"
+    proc = subprocess.run([sys.executable, "-m", "course.student", str(student_tree)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"course.student failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
+    student = site.build(base / "student", student_tree)
+    return {"default": default, "instructor": instructor, "student": student}
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if CHROMIUM is None:
+        pytest.skip("no chromium binary (Debian: apt-get install -y chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield b
+        b.close()
+
+
+def _page_id(report: site.BuildReport, page: Path) -> str:
+    return page.relative_to(report.out).with_suffix("").as_posix().replace("/", "__")
+
+
+def _link_problems(page: Path, hrefs: list[str]) -> list[str]:
+    """Internal hrefs (no scheme, or file://) whose file, or #anchor in it, does not exist."""
+    bad = []
+    for href in hrefs:
+        parts = urlsplit(href)
+        if parts.scheme not in ("", "file"):
+            continue
+        target = Path(unquote(parts.path)) if parts.scheme == "file" else \
+            (page.parent / unquote(parts.path)).resolve() if parts.path else page
+        if not target.is_file():
+            bad.append(f"{href}: no file {target}")
+        elif parts.fragment and target.suffix == ".html":
+            text = target.read_text(encoding="utf-8")
+            if not re.search(rf'\b(id|name)="{re.escape(parts.fragment)}"', text):
+                bad.append(f"{href}: no id {parts.fragment!r} in {target.name}")
+    return bad
+
+
+def _open_every_page(browser, report: site.BuildReport, screenshots: bool) -> None:
+    problems: list[str] = []
+    shots = report.out / "_screenshots"
+    shots.mkdir(exist_ok=True)
+    page = browser.new_page(viewport={"width": 1100, "height": 900})
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(f"page error: {e}"))
+    page.on("requestfailed", lambda r: errors.append(f"failed to load {r.url}"))
+    for path in sorted(report.pages):
+        errors.clear()
+        page.goto(path.as_uri(), wait_until="load")
+        where = path.relative_to(report.out).as_posix()
+        broken = page.evaluate("[...document.images].filter(i => !i.complete || i.naturalWidth === 0)"
+                               ".map(i => i.getAttribute('src'))")
+        text = page.evaluate("document.body.innerText")
+        hrefs = page.evaluate("[...document.querySelectorAll('a[href], link[href]')]"
+                              ".map(a => a.getAttribute('href'))"
+                              ".concat([...document.images].map(i => i.getAttribute('src')))")
+        styled = page.evaluate("getComputedStyle(document.querySelector('main')).maxWidth")
+        math_widths = page.evaluate("[...document.querySelectorAll('math')]"
+                                    ".map(m => m.getBoundingClientRect().width)")
+        problems += [f"{where}: {e}" for e in errors]
+        problems += [f"{where}: image did not load: {src}" for src in broken]
+        problems += [f"{where}: raw math in the text: {m.group(0)[:60]!r}" for m in RAW_MATH.finditer(text)]
+        problems += [f"{where}: broken link {b}" for b in _link_problems(path, hrefs)]
+        if styled == "none":
+            problems.append(f"{where}: the stylesheet did not apply (main has no max-width)")
+        if any(w <= 0 for w in math_widths):
+            problems.append(f"{where}: a <math> element has zero width (MathML not rendered)")
+        if screenshots:
+            page.screenshot(path=str(shots / f"{_page_id(report, path)}.png"), full_page=True)
+    page.close()
+    assert not problems, "\n".join(problems)
+
+
+def test_every_page_in_chromium(built, browser) -> None:
+    report = built["default"]
+    assert len(report.pages) >= len(LESSONS) + 1
+    _open_every_page(browser, report, screenshots=True)
+    assert {p.stem for p in (report.out / "_screenshots").glob("*.png")} >= {"index", "lessons__01_computation_graph"}
+
+
+@pytest.mark.parametrize("edition", ["instructor", "student"])
+def test_other_editions_in_chromium(built, browser, edition: str) -> None:
+    _open_every_page(browser, built[edition], screenshots=edition == "student")
+
+
+def _answer_boxes(report: site.BuildReport, lesson: Path) -> int:
+    html = (report.out / "lessons" / f"{lesson.stem}.html").read_text(encoding="utf-8")
+    return html.count('<details class="answers"')
+
+
+@pytest.mark.parametrize("lesson", LESSONS, ids=[p.stem for p in LESSONS])
+def test_answers_only_in_instructor_edition(built, lesson: Path) -> None:
+    n_answers = sum("answers" in c.tags for c in nb.parse(lesson))
+    assert _answer_boxes(built["instructor"], lesson) == n_answers
+    assert _answer_boxes(built["default"], lesson) == 0
+    assert _answer_boxes(built["student"], lesson) == 0
+    page = (built["instructor"].out / "lessons" / f"{lesson.stem}.html").read_text(encoding="utf-8")
+    assert "Instructor edition" in page
+
+
+@pytest.mark.parametrize("lesson", LESSONS, ids=[p.stem for p in LESSONS])
+def test_notebook_per_lesson(built, lesson: Path) -> None:
+    cells = nb.parse(lesson)
+    for edition, keep_answers in (("default", False), ("instructor", True)):
+        path = built[edition].out / "notebooks" / f"{lesson.stem}.ipynb"
+        notebook = json.loads(path.read_text(encoding="utf-8"))
+        assert notebook["nbformat"] == 4 and notebook["nbformat_minor"] >= 4
+        expected = [c for c in cells if keep_answers or "answers" not in c.tags]
+        assert [c["cell_type"] for c in notebook["cells"]] == [c.kind for c in expected]
+        assert ["".join(c["source"]) for c in notebook["cells"]] == [c.source for c in expected]
+    outputs = [o for c in notebook["cells"] if c["cell_type"] == "code" for o in c["outputs"]]
+    assert outputs, f"{lesson.name}: the executed notebook carries no outputs"
+
+
+def test_figures_sit_under_the_cell_that_saved_them(built) -> None:
+    """Every image a lesson wrote through _common is on its page, and lesson 1's graph drawing
+    comes after the code that draws it (not, say, at the end of the page)."""
+    report = built["default"]
+    figures = [f for runs in report.runs.values() for r in runs if r for f in r.figures]
+    assert len(figures) >= len(LESSONS) // 2, "most lessons draw a figure; the site found too few"
+    html = (report.out / "lessons" / "01_computation_graph.html").read_text(encoding="utf-8")
+    assert html.index("viz") < html.index('src="figures/01_neuron_graph.png"') < html.index("backward")
+
+
+def test_student_edition_shows_blanks_and_no_output(built) -> None:
+    report = built["student"]
+    pages = [p.read_text(encoding="utf-8") for p in report.pages if "/lessons/" in p.as_posix()]
+    assert all("Student edition" in p for p in pages)
+    assert not any('class="output"' in p or "<img" in p for p in pages)
+    assert any("NotImplementedError" in p for p in pages), "no lesson shows an exercise blank"
+
+
+def _fake_tree(tmp_path: Path, second_cell: str) -> Path:
+    lessons = tmp_path / "lessons"
+    lessons.mkdir(parents=True)
+    (lessons / "01_fine.py").write_text("# %% [markdown]\n# # Lesson 1 — Fine\n# $x^2$ is fine.\n\n"
+                                        "# %%\nprint('hello')\n", encoding="utf-8")
+    (lessons / "02_broken.py").write_text("# %% [markdown]\n# # Lesson 2 — Broken\n\n# %%\nx = 1\n\n"
+                                          f"# %%\n{second_cell}\n", encoding="utf-8")
+    return tmp_path
+
+
+def test_a_failing_lesson_fails_the_build_naming_it(tmp_path) -> None:
+    tree = _fake_tree(tmp_path / "tree", "y = x + 1\nassert y == 3, 'y should be 3'")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "index.html").write_text("the last good build", encoding="utf-8")
+    with pytest.raises(site.BuildError) as info:
+        site.build(tmp_path / "out", tree, execute=True, jobs=1)
+    message = str(info.value)
+    assert "02_broken.py, cell 3 (line 9)" in message  # the assert, the 9th line of the file
+    assert "AssertionError: y should be 3" in message
+    assert "01_fine.py" not in message
+    assert (tmp_path / "out" / "index.html").read_text(encoding="utf-8") == "the last good build", \
+        "a failed build must leave the last good site alone"
+
+
+def test_fake_tree_builds_and_typesets_math(tmp_path) -> None:
+    tree = _fake_tree(tmp_path / "tree", "print(x + 1)")
+    report = site.build(tmp_path / "out", tree, execute=True, jobs=1)
+    page = (report.out / "lessons" / "01_fine.html").read_text(encoding="utf-8")
+    assert "<math" in page and "$x^2$" not in page
+    assert '<pre class="output">hello</pre>' in page
+    assert '<pre class="output">2</pre>' in (report.out / "lessons" / "02_broken.html").read_text(encoding="utf-8")
+
+
+def test_savefig_displays_the_figure_under_ipython(monkeypatch) -> None:
+    """In Jupyter or VS Code (an IPython shell is running) a lesson's figure shows under its cell;
+    in a plain run it is only saved. IPython is stood in for by a module recording display()."""
+    import types
+
+    from matplotlib.figure import Figure
+
+    monkeypatch.syspath_prepend(str(ROOT / "lessons"))
+    import _common
+
+    shown: list = []
+    ipython = types.ModuleType("IPython")
+    ipython.version_info = (9, 0)                       # matplotlib's canvases read it
+    display = types.ModuleType("IPython.display")
+    display.Image = lambda filename: ("image", filename)
+    display.display = shown.append
+    monkeypatch.setitem(sys.modules, "IPython.display", display)
+    name = "_test_inline_figure.png"
+    try:
+        monkeypatch.setitem(sys.modules, "IPython", ipython)
+        ipython.get_ipython = lambda: None              # IPython imported, but no shell: a plain run
+        _common.savefig(Figure(), name)
+        assert shown == []
+        ipython.get_ipython = lambda: object()          # a running shell
+        path = _common.savefig(Figure(), name)
+        assert shown == [("image", str(path))] and path.stat().st_size > 0
+    finally:
+        (_common.OUT / name).unlink(missing_ok=True)
