@@ -218,6 +218,10 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError(f"{args.root}: no such directory")
         if not (root / "minigrad").is_dir():
             raise UsageError(f"{args.root}: not a project tree (no minigrad/ in it)")
+        if args.json and not args.json.resolve().parent.is_dir():
+            raise UsageError(f"--json {args.json}: the directory {args.json.parent} does not exist")
+        if args.seed is not None and args.seed < 0:
+            raise UsageError(f"--seed {args.seed}: a seed is a non-negative integer")
         everything = assignments.load_all()
         known = [a.id for a in everything]
         for a in args.assignment or []:

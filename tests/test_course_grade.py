@@ -149,6 +149,9 @@ def test_planted_wrong_backward_and_torch_fail_alone(tmp_path: Path) -> None:
 @pytest.mark.parametrize("args, says", [
     (["course.grade", "/no/such/tree"], "no such directory"),
     (["course.grade", ".", "--assignment", "a99"], "unknown"),
+    (["course.grade", ".", "--task", "a1.nope"], "unknown"),
+    (["course.grade", ".", "--json", "/no/such/dir/g.json"], "does not exist"),
+    (["course.grade", ".", "--seed", "-3"], "non-negative"),
 ])
 def test_bad_usage_is_an_error(args: list[str], says: str) -> None:
     proc = run(*args, timeout=120)
