@@ -231,3 +231,12 @@ def test_forbidden_code_is_named(code: str, reason: str) -> None:
 
 def test_minigrad_code_is_allowed() -> None:
     assert forbidden_reason("xp = ctx.xp\nreturn g * xp.exp(a), None") is None
+
+
+def test_grader_inside_a_student_build_grades_without_isolation(student_tree: Path) -> None:
+    """No reference next to the grader: it says so once, and grades the tree as it is."""
+    proc = subprocess.run([sys.executable, "-m", "course.grade", ".", "--task", "a1.mul", "--seed",
+                           str(SEED)], cwd=student_tree, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("without isolation") == 1
+    assert "not implemented yet (a1." in proc.stdout and "total: 0/" in proc.stdout
