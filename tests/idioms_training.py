@@ -40,8 +40,7 @@ def makemore_neural_bigram(e):
     return loss, W
 
 
-@idiom("makemore 1: F.one_hot(xs, num_classes=27).float()",
-       unsupported="F.one_hot is not in minigrad.nn.functional (compare with arange instead)")
+@idiom("makemore 1: F.one_hot(xs, num_classes=27).float()")
 def makemore_one_hot(e):
     return e.F.one_hot(e.tensor([0, 2]), num_classes=3).float()
 
