@@ -250,6 +250,9 @@ def test_module_modes_dtypes_and_helpers_return_what_torch_returns(device):
     assert model.to(mg.float32) is model and {p.dtype for p in model.parameters()} == {mg.float32}
     assert model.to(dtype=mg.float64).float() is model and model[0].weight.dtype == mg.float32
     assert model[0].weight.device == device  # a dtype change keeps the device
+    half, half_t = _build(nn).half(), _build(torch.nn).half()
+    assert [str(p.dtype) for p in half.parameters()] == [str(p.dtype).removeprefix("torch.")
+                                                         for p in half_t.parameters()]
     with pytest.raises(TypeError, match="floating point"):
         model.to(mg.int64)
     seen, seen_torch = [], []
