@@ -18,6 +18,7 @@ import math
 import threading
 
 _state = threading.local()
+_NUMBERS = (bool, int, float)  # what an op may save besides arrays (a Python-number operand)
 
 # How many threads have a ``minigrad.profile()`` open (see profiler.py); each thread's own profile is
 # ``_state.profiler``, as grad mode is per thread. The engine tests this one global per op and per
@@ -270,10 +271,14 @@ def backward(root, grad, retain_graph: bool = False) -> None:
             grads = node.fn.backward(node, entry[0])
         if not isinstance(grads, tuple):
             grads = (grads,)
-        if not retain_graph and node.saved and any(hasattr(s, "shape") for s in node.saved):
+        if not retain_graph:
             # Only nodes holding arrays are freed: one that saved nothing (or only Python numbers)
-            # stays usable, so a second backward through it works, as in torch.
-            node.saved, node.freed = (), True
+            # stays usable, so a second backward through it works, as in torch. (A loop, not any()
+            # over a generator: this runs once per node.)
+            for s in node.saved:
+                if s is not None and s.__class__ not in _NUMBERS:
+                    node.saved, node.freed = (), True
+                    break
         for parent, shape, g, need in zip(node.parents, node.shapes, grads, node.needs_input_grad):
             if not need or g is None:
                 continue
