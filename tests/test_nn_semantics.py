@@ -374,3 +374,17 @@ def test_adamw_accepts_nanogpts_arguments():
               {"params": [mg.zeros(3, requires_grad=True)], "weight_decay": 0.0}]
     opt = mg.optim.AdamW(groups, lr=6e-4, betas=(0.9, 0.95), fused=False)
     assert [g["weight_decay"] for g in opt.param_groups] == [0.1, 0.0]
+
+
+@pytest.mark.parametrize("device", BACKENDS)
+def test_init_and_load_state_dict_write_in_place_as_torch(device):
+    """``p.data`` shares p's storage, so an initialiser or a loaded checkpoint must show through it
+    (torch writes in place under no_grad); a rebinding would leave the view on the old values."""
+    for ns, dev in ((nn, device), (torch.nn, "cpu")):
+        lin = ns.Linear(2, 3).to(dev)
+        view = lin.weight.data
+        ns.init.constant_(lin.weight, 0.5)
+        assert (view.numpy() == 0.5).all()
+        lin.load_state_dict({"weight": np.full((3, 2), 2.0, np.float32) if ns is nn else torch.full((3, 2), 2.0),
+                             "bias": np.zeros(3, np.float32) if ns is nn else torch.zeros(3)})
+        assert (view.numpy() == 2.0).all() and lin.weight.requires_grad

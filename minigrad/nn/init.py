@@ -5,13 +5,15 @@ import math
 
 import numpy as np
 
+from ..autograd import no_grad
 from ..random import default_generator
 from ..tensor import Tensor
 
 
 def _fill(t: Tensor, host: np.ndarray) -> Tensor:
-    t._data = t._xp.array(host, dtype=t.dtype, device=t.device)
-    return t
+    # In place, as torch's initialisers: views of t (t.data) see the new values, its version moves.
+    with no_grad():
+        return t.copy_(host)
 
 
 def _rng():

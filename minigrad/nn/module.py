@@ -12,6 +12,7 @@ from typing import Iterator
 import numpy as np
 
 from .. import dtypes
+from ..autograd import no_grad
 from ..backend import resolve
 from ..tensor import Tensor
 from .utils import zero_grads_
@@ -229,11 +230,10 @@ class Module:
                               {k: tuple(v.shape) if hasattr(v, "shape") else np.shape(v)
                                for k, v in state_dict.items()})
         fit.check("load_state_dict", type(self).__name__, RuntimeError, strict)
-        for k, v in state_dict.items():
-            if k in own:
-                t = own[k]
-                src = v.numpy() if isinstance(v, Tensor) else np.asarray(v)
-                t._data = t._xp.array(src, dtype=t.dtype, device=t.device)
+        with no_grad():  # in place, as torch: the same storage, so p.data views and optimizers see it
+            for k, v in state_dict.items():
+                if k in own:
+                    own[k].copy_(v if isinstance(v, Tensor) else np.asarray(v))
         return IncompatibleKeys(fit.missing, fit.unexpected)
 
     def extra_repr(self) -> str:
