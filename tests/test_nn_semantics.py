@@ -388,3 +388,17 @@ def test_init_and_load_state_dict_write_in_place_as_torch(device):
         lin.load_state_dict({"weight": np.full((3, 2), 2.0, np.float32) if ns is nn else torch.full((3, 2), 2.0),
                              "bias": np.zeros(3, np.float32) if ns is nn else torch.zeros(3)})
         assert (view.numpy() == 2.0).all() and lin.weight.requires_grad
+
+
+@pytest.mark.parametrize("device", BACKENDS)
+def test_backward_through_a_graph_saved_before_step_raises_as_torch(device):
+    """step() changes the parameters in place; a backward that needs their old values must fail
+    (torch's version-counter error) rather than compute a gradient from the new ones."""
+    for ns, opt_ns, w in ((mg, mg.optim, mg.ones(3, requires_grad=True, device=device)),
+                          (torch, torch.optim, torch.ones(3, requires_grad=True))):
+        opt = opt_ns.SGD([w], lr=0.1)
+        first = (w * w).sum()  # Mul saves w
+        (w * 2).sum().backward()
+        opt.step()
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            first.backward()

@@ -74,6 +74,7 @@ class Optimizer:
                 for p in group["params"]:
                     if p.grad is not None:
                         self._update(p, p.grad._data, self._state_for(p), group)
+                        p._vc[0] += 1  # an in-place change: a graph that saved p must not reuse it
         return loss
 
     def _state_for(self, p: Tensor) -> dict:
