@@ -394,11 +394,18 @@ def test_init_and_load_state_dict_write_in_place_as_torch(device):
 def test_backward_through_a_graph_saved_before_step_raises_as_torch(device):
     """step() changes the parameters in place; a backward that needs their old values must fail
     (torch's version-counter error) rather than compute a gradient from the new ones."""
-    for ns, opt_ns, w in ((mg, mg.optim, mg.ones(3, requires_grad=True, device=device)),
-                          (torch, torch.optim, torch.ones(3, requires_grad=True))):
+    for opt_ns, w in ((mg.optim, mg.ones(3, requires_grad=True, device=device)),
+                      (torch.optim, torch.ones(3, requires_grad=True))):
         opt = opt_ns.SGD([w], lr=0.1)
         first = (w * w).sum()  # Mul saves w
         (w * 2).sum().backward()
         opt.step()
         with pytest.raises(RuntimeError, match="modified by an inplace operation"):
             first.backward()
+
+
+@pytest.mark.parametrize("device", BACKENDS)
+def test_layers_take_torchs_device_and_dtype_keywords(device):
+    for layer in (nn.Linear(3, 2, device=device, dtype=mg.float64), nn.Embedding(5, 2, device=device, dtype=mg.float64),
+                  nn.LayerNorm(4, device=device, dtype=mg.float64)):
+        assert {(p.device, p.dtype) for p in layer.parameters()} == {(device, mg.float64)}

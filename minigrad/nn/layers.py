@@ -18,14 +18,13 @@ def _empty(*shape: int) -> Tensor:
 class Linear(Module):
     """y = x Wᵀ + b, W of shape [out_features, in_features]; torch's default initialisation."""
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None):
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
         self.weight = Parameter(init.kaiming_uniform_(_empty(out_features, in_features), a=math.sqrt(5)))
         bound = 1 / math.sqrt(in_features) if in_features else 0.0
         self.bias = Parameter(init.uniform_(_empty(out_features), -bound, bound)) if bias else None
-        if device is not None:
-            self.to(device)
+        self.to(device=device, dtype=dtype)  # torch's factory keywords (a no-op when both are None)
 
     def forward(self, x: Tensor) -> Tensor:
         return F.linear(x, self.weight, self.bias)
@@ -38,7 +37,7 @@ class Embedding(Module):
     """A [num_embeddings, embedding_dim] table looked up by integer ids; N(0, 1) initialisation."""
 
     def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx: int | None = None,
-                 device=None):
+                 device=None, dtype=None):
         super().__init__()
         self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
         self.padding_idx = padding_idx
@@ -46,8 +45,7 @@ class Embedding(Module):
         if padding_idx is not None:
             w._data[padding_idx] = 0
         self.weight = Parameter(w)
-        if device is not None:
-            self.to(device)
+        self.to(device=device, dtype=dtype)  # torch's factory keywords (a no-op when both are None)
 
     def forward(self, ids) -> Tensor:
         return F.embedding(ids, self.weight, self.padding_idx)
@@ -60,14 +58,13 @@ class LayerNorm(Module):
     """Normalise over the last dims, then scale and shift (weight 1, bias 0 at init)."""
 
     def __init__(self, normalized_shape, eps: float = 1e-5, elementwise_affine: bool = True,
-                 device=None):
+                 device=None, dtype=None):
         super().__init__()
         self.normalized_shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
         self.eps = eps
         self.weight = Parameter(np.ones(self.normalized_shape, np.float32)) if elementwise_affine else None
         self.bias = Parameter(np.zeros(self.normalized_shape, np.float32)) if elementwise_affine else None
-        if device is not None:
-            self.to(device)
+        self.to(device=device, dtype=dtype)  # torch's factory keywords (a no-op when both are None)
 
     def forward(self, x: Tensor) -> Tensor:
         return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)

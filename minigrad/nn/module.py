@@ -187,6 +187,8 @@ class Module:
         dtype = None if dtype is None else dtypes.canonical(dtype)
         if dtype is not None and dtype.kind != "f":
             raise TypeError(f"Module.to() only accepts floating point dtypes, got {dtype}")
+        if device is None and dtype is None:
+            return self
         xp, dev = resolve(device) if device is not None else (None, None)
         for t in list(self.parameters()) + [b for _, b in self.named_buffers()]:
             _move_(t, xp, dev, dtype if t.dtype.kind == "f" else None)
