@@ -99,6 +99,9 @@ class InplaceMixin:
             src = Tensor(src, device=self.device)
         return self._inplace(lambda t: src.to(t.device, t.dtype).expand(t.shape) * 1, src)
 
+    def scatter_(self, dim: int, index, src):
+        return self._inplace(lambda t: t.scatter(dim, index, src), src)
+
     def fill_(self, value):
         if self._recording(value):
             return self.masked_fill_(self._make(self._xp.full(self.shape, True, bool, self.device),

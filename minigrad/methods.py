@@ -50,11 +50,14 @@ class TensorMethods:
     __slots__ = ()
 
     # ---- reductions ----------------------------------------------------------------------------
-    def sum(self, dim=None, keepdim: bool = False, *, keepdims: bool | None = None) -> "Tensor":
-        return reductions.Sum.apply(self, axis=_norm_dim(dim, self.ndim), keepdims=_keep(keepdim, keepdims))
+    def sum(self, dim=None, keepdim: bool = False, *, dtype=None, keepdims: bool | None = None) -> "Tensor":
+        """Σ over ``dim``; with ``dtype`` the input is cast first (torch accumulates in that dtype)."""
+        x = self if dtype is None else self.to(dtype=dtype)
+        return reductions.Sum.apply(x, axis=_norm_dim(dim, self.ndim), keepdims=_keep(keepdim, keepdims))
 
-    def mean(self, dim=None, keepdim: bool = False, *, keepdims: bool | None = None) -> "Tensor":
-        return reductions.Mean.apply(self, axis=_norm_dim(dim, self.ndim), keepdims=_keep(keepdim, keepdims))
+    def mean(self, dim=None, keepdim: bool = False, *, dtype=None, keepdims: bool | None = None) -> "Tensor":
+        x = self if dtype is None else self.to(dtype=dtype)
+        return reductions.Mean.apply(x, axis=_norm_dim(dim, self.ndim), keepdims=_keep(keepdim, keepdims))
 
     def norm(self, p: float = 2, dim=None, keepdim: bool = False) -> "Tensor":
         """(Σ |x|^p)^(1/p) over ``dim`` (all elements when None); p = 2 is the Euclidean norm."""
@@ -179,6 +182,10 @@ class TensorMethods:
     def unsqueeze(self, dim: int) -> "Tensor":
         d = dim if dim >= 0 else dim + self.ndim + 1
         return self.reshape(self.shape[:d] + (1,) + self.shape[d:])
+
+    def scatter(self, dim: int, index: "Tensor", src) -> "Tensor":
+        """A copy with ``src`` (a Tensor or a number) written at ``index`` along ``dim``, as torch.scatter."""
+        return shape_ops.Scatter.apply(self, src, index._data, _norm_dim(dim, self.ndim))
 
     def chunk(self, chunks: int, dim: int = 0) -> tuple:
         """``chunks`` pieces of equal size along ``dim`` (the last one smaller), as torch.chunk."""

@@ -263,8 +263,7 @@ def annotated_generator(e):
     return out, proj.weight.grad
 
 
-@idiom("Annotated Transformer LabelSmoothing: true_dist.scatter_(1, target.unsqueeze(1), conf)",
-       unsupported="scatter_ is not implemented; one_hot arithmetic or t[rows, cols] = v does the same")
+@idiom("Annotated Transformer LabelSmoothing: true_dist.scatter_(1, target.unsqueeze(1), conf)")
 def annotated_label_smoothing(e):
     x = e.tensor(rng_array(38, 3, 5))
     true_dist = x.data.clone()

@@ -262,10 +262,12 @@ def to_numpy(e):
     return y.detach().numpy(), y.detach().cpu().numpy(), y.sum().item(), y.tolist()
 
 
-@idiom("x.sum(dtype=torch.float64) (reduction with an accumulation dtype)",
-       unsupported="reductions take no dtype= argument; cast first (x.double().sum())")
+@idiom("x.sum(dtype=torch.float64), mean(dtype=...) (reductions with an accumulation dtype)")
 def sum_with_dtype(e):
-    return e.tensor([1.0, 2.0]).sum(dtype=e.T.float64)
+    x = e.tensor([1.0, 2.0], requires_grad=True)
+    s = x.sum(dtype=e.T.float64) + x.mean(0, dtype=e.T.float64)
+    s.backward()
+    return s, x.grad, e.tensor([True, False, True]).sum(dtype=e.T.float32)
 
 
 @idiom("torch.multinomial / bernoulli sampling",

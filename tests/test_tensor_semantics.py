@@ -380,6 +380,14 @@ def test_methods_match_torch(device, name, fn):
     check_against_torch(fn, x, y, device=device, tol=REDUCTION)
 
 
+def test_scatter_matches_torch(device):
+    def fn(ns, a, s):
+        idx = [[2, 0], [1, 1], [0, 2]]
+        index = ns.tensor(idx, device=a.device) if ns is mg else torch.tensor(idx)
+        return a.scatter(1, index, s), a.scatter(0, index[:2], 0.5)
+    check_against_torch(fn, randn(10, (3, 3)), randn(11, (3, 2)), device=device)
+
+
 def test_top_level_functions_match_torch(device):
     def fn(ns, x):
         return (ns.matmul(x, x.T), ns.softmax(x, dim=-1), ns.log_softmax(x, 1), ns.exp(x), ns.tanh(x),

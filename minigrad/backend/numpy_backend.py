@@ -326,6 +326,28 @@ def set_generator_state(gen, state):
     gen.bit_generator.state = state
 
 
+def _along(idx, axis):
+    """The index tuple of torch's scatter/gather: position p of ``idx`` addresses
+    x[p_0, ..., idx[p], ..., p_n] (idx may be smaller than x in every dim)."""
+    grid = list(np.indices(idx.shape, sparse=True))
+    grid[axis] = idx
+    return tuple(grid)
+
+
+def scatter(x, idx, src, axis):
+    """A copy of x with src written at idx along axis (torch.scatter); src is cut to idx's shape."""
+    out = np.array(x)
+    if isinstance(src, np.ndarray):
+        src = src[tuple(slice(0, n) for n in idx.shape)]
+    out[_along(idx, axis)] = src
+    return out
+
+
+def gather(x, idx, axis):
+    """x picked at idx along axis (torch.gather; idx may be smaller than x in the other dims)."""
+    return x[_along(idx, axis)]
+
+
 def put_along_axis(shape, idx, values, axis):
     """A zero array of ``shape`` with ``values`` written at ``idx`` along ``axis`` (no repeats)."""
     out = np.zeros(shape, dtype=values.dtype)

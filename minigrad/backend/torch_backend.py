@@ -259,6 +259,15 @@ def take_along_axis(x, idx, axis):
     return torch.take_along_dim(x, idx, dim=axis)
 
 
+def scatter(x, idx, src, axis):
+    """A copy of x with src written at idx along axis (torch.scatter)."""
+    return x.scatter(axis, idx, src)
+
+
+def gather(x, idx, axis):
+    return torch.gather(x, axis, idx)
+
+
 def put_along_axis(shape, idx, values, axis):
     return torch.zeros(shape, dtype=values.dtype, device=values.device).scatter_(axis, idx, values)
 

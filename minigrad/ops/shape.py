@@ -121,6 +121,26 @@ class IndexPut(Function):
         return ga, (xp.getitem(g, key) if need_v else None), None
 
 
+class Scatter(Function):
+    """z = a with src written at ``idx`` along ``axis`` (torch.scatter: z[i][idx[i][j]] = src[i][j] for
+    axis 1);  dz/da = g with zeros where written, dz/dsrc = g gathered at idx. ``src`` may be a number."""
+
+    flops_per_element = 0  # it only moves or views data
+
+    @staticmethod
+    def forward(ctx, a, src, idx, axis):
+        ctx.save_for_backward(idx)
+        ctx.axis = axis
+        return ctx.xp.scatter(a, idx, src, axis)
+
+    @staticmethod
+    def backward(ctx, g):
+        xp, (idx,) = ctx.xp, ctx.saved_tensors
+        need_a, need_src = ctx.needs_input_grad[:2]
+        ga = xp.scatter(g, idx, 0, ctx.axis) if need_a else None
+        return ga, (xp.gather(g, idx, ctx.axis) if need_src else None), None, None
+
+
 class Gather(Function):
     """z = a picked at ``idx`` along ``axis`` (take_along_axis);  the gradient is g put back there.
 
