@@ -68,8 +68,14 @@ def load_assignments(catalog: list[dict]) -> list[AssignmentInfo]:
             continue
         m = meta.get(a.id, {})
         out.append(AssignmentInfo(name, a, week=m.get("week"), lessons=list(m.get("lessons", [])),
-                                  doc=inspect.getdoc(module) or ""))
+                                  doc=_intro(inspect.getdoc(module) or "")))
     return out
+
+
+def _intro(doc: str) -> str:
+    """The module docstring without its first line when that only restates the title."""
+    first, _, rest = doc.partition("\n\n")
+    return rest if first.startswith("Assignment") else doc
 
 
 def _lesson_links(numbers: list[int], lessons: dict[int, LessonInfo], up: str) -> str:
@@ -155,8 +161,10 @@ def assignment_page(a: AssignmentInfo, lessons: dict[int, LessonInfo], *, banner
 Builds on: {_lesson_links(a.lessons, lessons, up)}.</p></div>
 <div class="md">{R.markdown(a.doc)}</div>
 <h2>How to work on it and grade it</h2>
-<pre><code>python -m course.student student          # your copy of the project, with the blanks
-python -m course.grade student --assignment {html.escape(a.id)}    # grade your work (add --json FILE for a report)
+<pre><code># your copy of the project, with the blanks
+python -m course.student student
+# grade your work (add --json FILE for a machine-readable report)
+python -m course.grade student --assignment {html.escape(a.id)}
 </code></pre>
 <p>Each blank raises <code>NotImplementedError</code> with its task id until you write it. The grader
 draws fresh shapes and values every run and compares against float64 finite differences and

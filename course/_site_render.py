@@ -92,6 +92,6 @@ def page(title: str, body: str, *, depth: int, banner: str = "", nav: str = "") 
 """
 
 
-def link(href: str, text: str, cls: str = "") -> str:
-    cls_attr = f' class="{cls}"' if cls else ""
-    return f'<a href="{html.escape(href, quote=True)}"{cls_attr}>{html.escape(text)}</a>'
+def link(href: str, text: str, cls: str = "", title: str = "") -> str:
+    attrs = (f' class="{cls}"' if cls else "") + (f' title="{html.escape(title, quote=True)}"' if title else "")
+    return f'<a href="{html.escape(href, quote=True)}"{attrs}>{html.escape(text)}</a>'

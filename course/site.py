@@ -127,15 +127,19 @@ def lesson_page(info: P.LessonInfo, cells: list[nb.Cell], runs: list[nb.CellRun 
             elif "questions" in cell.tags:
                 parts.append(f'<section class="questions">{R.markdown(cell.source)}</section>')
             else:
-                parts.append(f'<div class="md">{R.markdown(cell.source)}</div>')
+                text = R.markdown(cell.source)
+                if i == 0:   # the lesson's facts go right under its title, before the prose
+                    head, sep, rest = text.partition("</h1>")
+                    text = head + sep + _meta_box(info, by_number) + rest if sep else _meta_box(info, by_number) + text
+                parts.append(f'<div class="md">{text}</div>')
         except R.RenderError as e:
             raise BuildError(f"lessons/{info.file}, cell {i + 1} (line {cell.line}): {e}") from None
-        if i == 0:
-            parts.append(_meta_box(info, by_number))
     prev, nxt = neighbours
     nav = "".join([R.link("../index.html", "Course index"), '<span class="spacer"></span>',
-                   R.link(prev.page.removeprefix("lessons/"), f"← {prev.label}") if prev else "",
-                   R.link(nxt.page.removeprefix("lessons/"), f"{nxt.label} →") if nxt else ""])
+                   R.link(prev.page.removeprefix("lessons/"), f"← Lesson {prev.number}", title=prev.title)
+                   if prev else "",
+                   R.link(nxt.page.removeprefix("lessons/"), f"Lesson {nxt.number} →", title=nxt.title)
+                   if nxt else ""])
     return R.page(info.label, "\n".join(parts), depth=1, banner=banner, nav=nav)
 
 
