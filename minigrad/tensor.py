@@ -302,6 +302,28 @@ class Tensor(TensorMethods, InplaceMixin):
 
         return ToCopy.apply(self, xp=self._xp, device=self.device)
 
+    def __deepcopy__(self, memo: dict) -> "Tensor":
+        """torch's rule: only leaves deep-copy (a node's history cannot be copied). The copy keeps
+        the class (a Parameter stays one), requires_grad and a copy of .grad; ``memo`` keeps shared
+        tensors shared, so ``copy.deepcopy(module)`` (the Annotated Transformer's ``clones``) works."""
+        if self.grad_fn is not None:
+            raise RuntimeError("Only Tensors created explicitly by the user (graph leaves) support the "
+                               "deepcopy protocol at the moment")
+        if id(self) in memo:
+            return memo[id(self)]
+        new = type(self)._make(self._xp.copy(self._data), self._xp, self.device)
+        new.requires_grad = self.requires_grad
+        memo[id(self)] = new
+        new.grad = None if self.grad is None else self.grad.__deepcopy__(memo)
+        return new
+
+    def __reduce_ex__(self, protocol):
+        """Pickle a leaf as (class, host array, device, requires_grad): the backend module in
+        ``_xp`` cannot be pickled, and the device is re-resolved when loading."""
+        if self.grad_fn is not None:
+            raise RuntimeError("pickling a tensor that has history is not supported; pickle t.detach()")
+        return _rebuild, (type(self), self.numpy(), self.device, self.requires_grad)
+
     def contiguous(self) -> "Tensor":
         return self  # backends handle layouts themselves; values are what minigrad promises
 
@@ -401,3 +423,10 @@ class Tensor(TensorMethods, InplaceMixin):
             value = self.dtype.type(value).item()
         return elementwise.Where.apply(value, self, _raw(mask))
 
+
+
+def _rebuild(cls: type, array: np.ndarray, device: str, requires_grad: bool) -> Tensor:
+    """The inverse of ``Tensor.__reduce_ex__``."""
+    t = cls.__new__(cls)
+    Tensor.__init__(t, array, requires_grad=requires_grad, device=device)
+    return t
