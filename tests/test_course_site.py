@@ -169,13 +169,15 @@ def test_notebook_per_lesson(built, lesson: Path) -> None:
 
 
 def test_figures_sit_under_the_cell_that_saved_them(built) -> None:
-    """Every image a lesson wrote through _common is on its page, and lesson 1's graph drawing
-    comes after the code that draws it (not, say, at the end of the page)."""
+    """Lessons' figures are found, and lesson 1's graph drawing sits between the cell that draws it
+    and the next code cell (not, say, at the end of the page)."""
     report = built["default"]
     figures = [f for runs in report.runs.values() for r in runs if r for f in r.figures]
     assert len(figures) >= len(LESSONS) // 2, "most lessons draw a figure; the site found too few"
     html = (report.out / "lessons" / "01_computation_graph.html").read_text(encoding="utf-8")
-    assert html.index("viz") < html.index('src="figures/01_neuron_graph.png"') < html.index("backward")
+    code = html.index('<span class="s2">"01_neuron_graph.png"</span>')     # the cell that draws it
+    figure = html.index('src="figures/01_neuron_graph.png"')
+    assert code < figure < html.index('<div class="highlight">', code), "the graph is not under its cell"
 
 
 def test_student_edition_shows_blanks_and_no_output(student) -> None:
