@@ -158,6 +158,22 @@ def _meta_box(info: P.LessonInfo, by_number: dict[int, P.LessonInfo]) -> str:
             f"(put it in <code>lessons/</code> to run it).</p></div>")
 
 
+MARKER = ".course-site"   # in every built site: the only kind of non-empty folder build() will replace
+
+
+def _clear(out: Path) -> None:
+    """Remove a previous build at ``out``; refuse a non-empty folder that is not one (``OUT`` = the
+    repository or a home folder by mistake must not be wiped)."""
+    if out.exists():
+        if not out.is_dir() or (any(out.iterdir()) and not (out / MARKER).exists()):
+            raise BuildError(f"{out} exists and is not a course site built here (no {MARKER} file); "
+                             "choose an empty or new folder")
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    (out / MARKER).write_text("built by python -m course.site; the next build replaces this folder\n",
+                              encoding="utf-8")
+
+
 def build(out: Path, root: Path = ROOT, *, instructor: bool = False, execute: bool | None = None,
           runs: Runs | None = None, jobs: int = 2) -> BuildReport:
     """Build the site into ``out``. ``execute`` defaults to True for this repository and False for
@@ -184,8 +200,7 @@ def build(out: Path, root: Path = ROOT, *, instructor: bool = False, execute: bo
         report.execute_seconds = time.perf_counter() - t0
     report.runs = runs or {}
 
-    if out.exists():
-        shutil.rmtree(out)
+    _clear(out)
     for sub in ("assets", "lessons/figures", "notebooks", "assignments"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     (out / "assets" / "style.css").write_text(R.stylesheet(), encoding="utf-8")

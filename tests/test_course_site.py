@@ -200,6 +200,7 @@ def _fake_tree(tmp_path: Path, second_cell: str) -> Path:
 def test_a_failing_lesson_fails_the_build_naming_it(tmp_path) -> None:
     tree = _fake_tree(tmp_path / "tree", "y = x + 1\nassert y == 3, 'y should be 3'")
     (tmp_path / "out").mkdir()
+    (tmp_path / "out" / site.MARKER).write_text("", encoding="utf-8")
     (tmp_path / "out" / "index.html").write_text("the last good build", encoding="utf-8")
     with pytest.raises(site.BuildError) as info:
         site.build(tmp_path / "out", tree, execute=True, jobs=1)
@@ -248,3 +249,14 @@ def test_savefig_displays_the_figure_under_ipython(monkeypatch) -> None:
         assert shown == [("image", str(path))] and path.stat().st_size > 0
     finally:
         (_common.OUT / name).unlink(missing_ok=True)
+
+
+def test_build_refuses_to_replace_a_folder_that_is_not_a_site(tmp_path) -> None:
+    tree = _fake_tree(tmp_path / "tree", "print(x + 1)")
+    (tmp_path / "precious").mkdir()
+    (tmp_path / "precious" / "notes.txt").write_text("keep me", encoding="utf-8")
+    with pytest.raises(site.BuildError, match="is not a course site"):
+        site.build(tmp_path / "precious", tree, execute=False)
+    assert (tmp_path / "precious" / "notes.txt").read_text(encoding="utf-8") == "keep me"
+    site.build(tmp_path / "fresh", tree, execute=False)
+    site.build(tmp_path / "fresh", tree, execute=False)  # a previous build is replaced
