@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: demo test lint venv clean student grade course
+.PHONY: demo test lint venv clean student grade course course-instructor course-student
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -34,11 +34,19 @@ STUDENT ?= student
 student: $(STAMP)
 	$(BIN)/python -m course.student $(STUDENT)
 
+# make grade ROOT=path/to/submission [JSON=grades.json]
 grade: $(STAMP)
-	$(BIN)/python -m course.grade $(or $(ROOT),.)
+	OMP_NUM_THREADS=1 $(BIN)/python -m course.grade $(or $(ROOT),.) --jobs 2 $(if $(JSON),--json $(JSON))
 
+# Each edition replaces its whole folder, so they are siblings.
 course: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python -m course.site site
+
+course-instructor: $(STAMP)
+	OMP_NUM_THREADS=1 $(BIN)/python -m course.site site-instructor --instructor
+
+course-student: student
+	$(BIN)/python -m course.site site-student --root $(STUDENT)
 
 clean:
 	rm -rf $(VENV)
