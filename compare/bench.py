@@ -132,7 +132,9 @@ def run_one(framework: str, model_dir: str, device: str, batch: int, seq: int, r
         m_ids, m_mask = mg.tensor(ids, device=device), mg.tensor(mask, device=device)
         m_labels = mg.tensor(labels, device=device)
         opt = mg.optim.AdamW(model.parameters(), lr=1e-5)
-        sync = (lambda: mg.backend.resolve(device)[0].synchronize(device))
+
+        def sync():
+            mg.backend.resolve(device)[0].synchronize(device)
 
         def forward():
             model.eval()

@@ -1,4 +1,4 @@
-from .tokenizer import BertTokenizer
+from .tokenizer import BertTokenizer  # noqa: F401 (the package's public API)
 from .checkpoint import CheckpointError, default_model_dir, read_weights  # noqa: E402,F401
 from .config import BertConfig, ConfigError  # noqa: E402,F401
 from .model import (BaseModelOutput, BertForMaskedLM, BertForSequenceClassification,  # noqa: E402,F401

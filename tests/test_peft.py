@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 import pytest
-from hf_oracle import (as_numpy, hf_forward, hf_model, max_abs, random_batch, randomize, save_hf,
+from hf_oracle import (hf_forward, hf_model, max_abs, random_batch, randomize, save_hf,
                        tiny_config, torch, transformers)
 
 import mini_bert as mb
@@ -122,10 +122,10 @@ def test_init_is_peft_s():
 def test_trainable_count_is_analytic(targets):
     cfg = mb.BertConfig.from_dict(tiny_config(num_labels=3).to_dict())
     model = P.apply_lora(mb.BertForSequenceClassification(cfg), targets, r=R)
-    H, I, L, C = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers, cfg.num_labels
+    H, F, L, C = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers, cfg.num_labels
     per_layer = {"query": R * 2 * H, "key": R * 2 * H, "value": R * 2 * H,
                  # "dense" is three Linears per layer (attention output, FFN in, FFN out)...
-                 "dense": R * (H + H) + R * (H + I) + R * (I + H)}
+                 "dense": R * (H + H) + R * (H + F) + R * (F + H)}
     expected = sum(L * per_layer[t] for t in targets.split(",")) + H * C + C
     if "dense" in targets:
         expected += R * (H + H)  # ...and the pooler's, which PEFT's name matching also hits
