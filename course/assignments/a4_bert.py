@@ -2,19 +2,20 @@
 
 Oracles: HF ``tokenizers``/``transformers`` (BertTokenizerFast, BertModel) on random small
 vocabularies and configs written to a temporary directory, and the real all-MiniLM-L6-v2 for
-loading. Our model is compared in float64 (both sides moved to float64 after loading), so the
-tolerance can be tight (see ``_oracle.TOL64``).
+loading. A random model of ours runs first (the student's code), then HF's twin with the same
+weights; both in float64, so the tolerance can be tight (see ``_oracle.TOL64``).
 """
 from __future__ import annotations
 
+import json
+import struct
 import tempfile
 
 import numpy as np
 
-from course.assignments._oracle import (as_numpy, expect_close, expect_grads, fail, hf_model,
-                                        minilm_dir, ours_from_hf, quiet, random_batch,
-                                        random_config, random_vocab, random_words, torch_batch,
-                                        write_vocab)
+from course.assignments._oracle import (as_numpy, expect_close, expect_grads, fail, hf_twin,
+                                        minilm_dir, no_warnings, ours_model, quiet, random_batch,
+                                        random_vocab, random_words, torch_batch, write_vocab)
 from course.framework import Assignment, Task
 
 LETTERS = "abcdefgh"  # the vocabularies use all but the last letter: words with an "h" are unknown
@@ -73,85 +74,84 @@ def check_normalize(rng: np.random.Generator) -> None:
                  "around them, accents are stripped after NFD, then each character is lowercased)")
 
 
-def _tokenizer_pair(rng: np.random.Generator, tmp: str):
-    """Our BertTokenizer and HF's fast one over the same random vocabulary, plus random texts."""
-    import transformers
-
+def _tokenizer_cases(rng: np.random.Generator, tmp: str):
+    """Our BertTokenizer over a random vocabulary written to ``tmp``, and random texts."""
     from mini_bert.tokenizer import BertTokenizer
 
     write_vocab(tmp, random_vocab(rng, LETTERS))
-    with quiet():
-        hf = transformers.BertTokenizerFast.from_pretrained(tmp)
     words = random_words(rng, LETTERS.upper() + LETTERS + ".,", 40, longest=6)
     texts = [" ".join(rng.choice(words, size=int(rng.integers(1, 9)))) for _ in range(30)]
-    return BertTokenizer.from_pretrained(tmp), hf, texts
+    return BertTokenizer.from_pretrained(tmp), texts
+
+
+def _hf_tokenizer(tmp: str):
+    import transformers
+
+    with quiet():
+        return transformers.BertTokenizerFast.from_pretrained(tmp)
+
+
+def _as_lists(enc: dict, keys: tuple[str, ...]) -> dict:
+    return {k: [tuple(x) if isinstance(x, (list, tuple)) else x for x in enc[k]] for k in keys}
 
 
 def check_assemble(rng: np.random.Generator) -> None:
+    keys = ("input_ids", "token_type_ids", "offset_mapping")
     with tempfile.TemporaryDirectory() as tmp:
-        ours, hf, texts = _tokenizer_pair(rng, tmp)
-        for i in range(0, len(texts) - 1, 2):
-            pair = texts[i + 1] if rng.random() < 0.6 else None
-            special = bool(rng.random() < 0.8)
-            kw = dict(add_special_tokens=special, return_offsets_mapping=True)
-            want, got = hf(texts[i], pair, **kw), ours(texts[i], pair, **kw)
-            for key in ("input_ids", "token_type_ids", "offset_mapping"):
-                if [tuple(x) if isinstance(x, (list, tuple)) else x for x in got[key]] != \
-                        [tuple(x) if isinstance(x, (list, tuple)) else x for x in want[key]]:
-                    fail(f"tokenizer({texts[i]!r}, {pair!r}, add_special_tokens={special}): "
-                         f"{key} is {list(got[key])}, expected {list(want[key])} "
-                         "([CLS] A [SEP] B [SEP]; [SEP] takes the type of the text it ends; "
-                         "special tokens have offsets (0, 0))")
+        ours, texts = _tokenizer_cases(rng, tmp)
+        cases = [(texts[i], texts[i + 1] if rng.random() < 0.6 else None, bool(rng.random() < 0.8))
+                 for i in range(0, len(texts) - 1, 2)]
+        got = [_as_lists(ours(a, b, add_special_tokens=s, return_offsets_mapping=True), keys)
+               for a, b, s in cases]
+        hf = _hf_tokenizer(tmp)
+        for (a, b, special), g in zip(cases, got):
+            want = _as_lists(hf(a, b, add_special_tokens=special, return_offsets_mapping=True), keys)
+            for key in keys:
+                if g[key] != want[key]:
+                    fail(f"tokenizer({a!r}, {b!r}, add_special_tokens={special}): {key} is "
+                         f"{g[key]}, expected {want[key]} ([CLS] A [SEP] B [SEP]; [SEP] takes the "
+                         "type of the text it ends; special tokens have offsets (0, 0))")
 
 
 def check_truncate(rng: np.random.Generator) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        ours, hf, texts = _tokenizer_pair(rng, tmp)
+        ours, texts = _tokenizer_cases(rng, tmp)
+        cases, got = [], []
         for i in range(0, len(texts) - 1, 2):
             pair = texts[i + 1] if rng.random() < 0.75 else None
             strategy = "longest_first" if pair is None else \
                 ["longest_first", "longest_first", "only_first", "only_second"][int(rng.integers(4))]
-            n = len(hf(texts[i], pair)["input_ids"])
+            n = len(ours(texts[i], pair, truncation=False)["input_ids"])
             max_length = int(rng.integers(3 if pair is None else 4, n + 3))
-            kw = dict(truncation=strategy, max_length=max_length)
+            cases.append((texts[i], pair, dict(truncation=strategy, max_length=max_length)))
             try:
-                want = hf(texts[i], pair, **kw)["input_ids"]
+                got.append(list(ours(texts[i], pair, **cases[-1][2])["input_ids"]))
+            except ValueError:
+                got.append(ValueError)
+        hf = _hf_tokenizer(tmp)
+        for (a, b, kw), g in zip(cases, got):
+            call = f"tokenizer({a!r}, {b!r}, truncation={kw['truncation']!r}, max_length={kw['max_length']})"
+            try:
+                want = list(hf(a, b, **kw)["input_ids"])
             except Exception:  # HF refuses: the sequence to cut is shorter than the excess
-                try:
-                    ours(texts[i], pair, **kw)
-                except ValueError:
-                    continue
-                fail(f"tokenizer({texts[i]!r}, {pair!r}, truncation={strategy!r}, "
-                     f"max_length={max_length}) should raise ValueError: the sequence to "
-                     "truncate is too short to remove enough tokens")
-            got = ours(texts[i], pair, **kw)["input_ids"]
-            if list(got) != list(want):
-                fail(f"tokenizer({texts[i]!r}, {pair!r}, truncation={strategy!r}, "
-                     f"max_length={max_length}) gave input_ids {list(got)}, expected {list(want)} "
-                     "(longest_first: if the shorter text fits in half the budget it is kept "
+                want = ValueError
+            if g != want:
+                fail(f"{call} gave {'ValueError' if g is ValueError else f'input_ids {g}'}, expected "
+                     f"{'ValueError (the sequence to truncate is too short)' if want is ValueError else want}"
+                     " (longest_first: if the shorter text fits in half the budget it is kept "
                      "whole, otherwise each gets half, the odd token going to the longer one)")
 
 
 # ---- the model -----------------------------------------------------------------------------------
 def check_embeddings(rng: np.random.Generator) -> None:
-    import torch
-
     import minigrad as mg
 
-    config = random_config(rng)
-    hf = hf_model("BertModel", config, rng)
-    ours = ours_from_hf(hf, "BertModel")
-    batch = random_batch(rng, config.vocab_size, config.type_vocab_size)
+    ours = ours_model("BertModel", rng)
+    batch = random_batch(rng, ours.config.vocab_size, ours.config.type_vocab_size)
     ids, types = batch["input_ids"], batch["token_type_ids"]
     out = ours.embeddings(ids, types)
-    ref = hf.embeddings(input_ids=torch.from_numpy(ids), token_type_ids=torch.from_numpy(types))
-    expect_close("BertEmbeddings output", out, ref, hint="e = LayerNorm(word[id] + type[type] + "
-                 "position[t]) with positions 0..T-1")
-    weights = rng.standard_normal(ref.shape)
+    weights = rng.standard_normal(out.shape)
     (out * mg.tensor(weights)).sum().backward()
-    (ref * torch.from_numpy(weights)).sum().backward()
-    expect_grads(ours, hf, only=("embeddings.",), hint="the gradient flows through every table")
-
     # Dropout: in training mode each output is zeroed with probability p or scaled by 1/(1-p).
     p = 0.5
     ours.embeddings.dropout.p = p
@@ -160,6 +160,15 @@ def check_embeddings(rng: np.random.Generator) -> None:
     dropped = as_numpy(ours.embeddings(ids, types))
     clean = as_numpy(out)
     kept = dropped != 0
+
+    import torch
+
+    hf = hf_twin(ours)
+    ref = hf.embeddings(input_ids=torch.from_numpy(ids), token_type_ids=torch.from_numpy(types))
+    expect_close("BertEmbeddings output", out, ref, hint="e = LayerNorm(word[id] + type[type] + "
+                 "position[t]) with positions 0..T-1")
+    (ref * torch.from_numpy(weights)).sum().backward()
+    expect_grads(ours, hf, only=("embeddings.",), hint="the gradient flows through every table")
     if kept.all() or not kept.any():
         fail("BertEmbeddings in training mode with dropout p=0.5 zeroed "
              f"{100 * (1 - kept.mean()):.0f}% of the outputs (apply self.dropout last)")
@@ -167,23 +176,28 @@ def check_embeddings(rng: np.random.Generator) -> None:
                  clean[kept] / (1 - p), hint="dropout goes after the LayerNorm")
 
 
-def _model_and_grads(rng: np.random.Generator, what: str, hint: str) -> None:
+def check_model_forward(rng: np.random.Generator) -> None:
     """Our BertModel vs HF's, every output and every gradient, on a random config and batch."""
-    import torch
-
     import minigrad as mg
 
-    config = random_config(rng)
-    hf = hf_model("BertModel", config, rng)
-    ours = ours_from_hf(hf, "BertModel")
-    batch = random_batch(rng, config.vocab_size, config.type_vocab_size)
-    if rng.random() < 0.5:  # the defaults: no token types given means all 0
+    what = "BertModel.forward"
+    hint = ("embeddings, then the additive mask, then the encoder layers, then the pooler on the "
+            "last layer's [CLS] vector")
+    ours = ours_model("BertModel", rng)
+    batch = random_batch(rng, ours.config.vocab_size, ours.config.type_vocab_size)
+    if rng.random() < 0.5:  # the default: no token types given means all 0
         del batch["token_type_ids"]
     out = ours(**batch, output_hidden_states=True, output_attentions=True)
-    ref = hf(**torch_batch(batch), output_hidden_states=True, output_attentions=True)
-    expect_close(f"{what}: last_hidden_state", out.last_hidden_state, ref.last_hidden_state, hint=hint)
     if out.pooler_output is None:
         fail(f"{what}: pooler_output is None (tanh(dense(h[:, 0])), the [CLS] vector)")
+    w1, w2 = rng.standard_normal(out.last_hidden_state.shape), rng.standard_normal(out.pooler_output.shape)
+    ((out.last_hidden_state * mg.tensor(w1)).sum() + (out.pooler_output * mg.tensor(w2)).sum()).backward()
+
+    import torch
+
+    hf = hf_twin(ours)
+    ref = hf(**torch_batch(batch), output_hidden_states=True, output_attentions=True)
+    expect_close(f"{what}: last_hidden_state", out.last_hidden_state, ref.last_hidden_state, hint=hint)
     expect_close(f"{what}: pooler_output", out.pooler_output, ref.pooler_output, hint=hint)
     for name in ("hidden_states", "attentions"):
         got, want = getattr(out, name), getattr(ref, name)
@@ -192,73 +206,78 @@ def _model_and_grads(rng: np.random.Generator, what: str, hint: str) -> None:
                  f"{None if got is None else len(got)}")
         for i, (g, w) in enumerate(zip(got, want)):
             expect_close(f"{what}: {name}[{i}]", g, w, hint=hint)
-    w1, w2 = rng.standard_normal(ref.last_hidden_state.shape), rng.standard_normal(ref.pooler_output.shape)
-    ((out.last_hidden_state * mg.tensor(w1)).sum() + (out.pooler_output * mg.tensor(w2)).sum()).backward()
     ((ref.last_hidden_state * torch.from_numpy(w1)).sum()
      + (ref.pooler_output * torch.from_numpy(w2)).sum()).backward()
     expect_grads(ours, hf, hint=hint)
 
 
-def check_model_forward(rng: np.random.Generator) -> None:
-    _model_and_grads(rng, "BertModel.forward",
-                     "embeddings, then the additive mask, then the encoder layers, then the "
-                     "pooler on the last layer's [CLS] vector")
-
-
 def check_pooling(rng: np.random.Generator) -> None:
-    import torch
-
     import minigrad as mg
     from mini_bert.model import l2_normalize, mean_pooling
 
-    config = random_config(rng)
-    hf = hf_model("BertModel", config, rng)
-    ours = ours_from_hf(hf, "BertModel")
-    batch = random_batch(rng, config.vocab_size, config.type_vocab_size)
-    out = ours(**batch).last_hidden_state
+    ours = ours_model("BertModel", rng)
+    batch = random_batch(rng, ours.config.vocab_size, ours.config.type_vocab_size)
+    pooled = mean_pooling(ours(**batch).last_hidden_state, batch["attention_mask"])
+    emb = l2_normalize(pooled)
+    weights = rng.standard_normal(emb.shape)
+    (emb * mg.tensor(weights)).sum().backward()
+    zero = l2_normalize(mg.tensor(np.zeros((1, 3))))
+
+    import torch
+
+    hf = hf_twin(ours)
     ref = hf(**torch_batch(batch)).last_hidden_state
     # sentence-transformers' recipe for all-MiniLM-L6-v2, in torch.
     m = torch.from_numpy(batch["attention_mask"])[:, :, None].to(ref.dtype)
     pooled_ref = (ref * m).sum(1) / torch.clamp(m.sum(1), min=1e-9)
-    pooled = mean_pooling(out, batch["attention_mask"])
     expect_close("mean_pooling", pooled, pooled_ref,
                  hint="the average of the vectors of the real (mask 1) tokens only")
     emb_ref = torch.nn.functional.normalize(pooled_ref, p=2, dim=1)
-    emb = l2_normalize(pooled)
     expect_close("l2_normalize(mean_pooling(...))", emb, emb_ref, hint="x / max(||x||, eps)")
-    weights = rng.standard_normal(emb_ref.shape)
-    (emb * mg.tensor(weights)).sum().backward()
     (emb_ref * torch.from_numpy(weights)).sum().backward()
     expect_grads(ours, hf, hint="build both with minigrad ops, so the gradient flows")
-    zero = l2_normalize(mg.tensor(np.zeros((1, 3))))
     if not np.all(np.isfinite(zero.numpy())):
         fail("l2_normalize of a zero vector gives NaN: divide by max(||x||, eps)")
 
 
 # ---- real weights ---------------------------------------------------------------------------------
-def check_bf16(rng: np.random.Generator) -> None:
-    import torch
-    from safetensors.torch import save_file
+def _write_safetensors(path: str, tensors: dict[str, tuple[str, tuple, bytes]]) -> None:
+    """The format by hand (numpy has no bfloat16): 8-byte little-endian header size, the JSON
+    header {name: {dtype, shape, data_offsets}}, then the bytes."""
+    header, offset = {"__metadata__": {"format": "pt"}}, 0
+    for name, (dtype, shape, data) in tensors.items():
+        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + len(data)]}
+        offset += len(data)
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)   # safetensors pads the header to a multiple of 8 bytes
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(raw)) + raw + b"".join(d for _, _, d in tensors.values()))
 
+
+def check_bf16(rng: np.random.Generator) -> None:
     from mini_bert.checkpoint import read_weights
 
-    shapes = [tuple(int(s) for s in rng.integers(1, 6, size=int(rng.integers(1, 4))))
-              for _ in range(int(rng.integers(2, 5)))]
-    tensors = {f"layer.{i}.weight": torch.from_numpy(rng.standard_normal(s) * 10.0 ** rng.integers(-3, 3))
-               .to(torch.bfloat16) for i, s in enumerate(shapes)}
-    tensors["plain"] = torch.from_numpy(rng.standard_normal(3).astype(np.float32))
+    tensors = {}
+    for i in range(int(rng.integers(2, 5))):
+        shape = tuple(int(s) for s in rng.integers(1, 6, size=int(rng.integers(1, 4))))
+        x = (rng.standard_normal(shape) * 10.0 ** rng.integers(-3, 3)).astype(np.float32)
+        tensors[f"layer.{i}.weight"] = ("BF16", shape, (x.view(np.uint32) >> 16).astype("<u2").tobytes())
+    tensors["plain"] = ("F32", (3,), rng.standard_normal(3).astype("<f4").tobytes())
     with tempfile.TemporaryDirectory() as tmp:
         path = f"{tmp}/model.safetensors"
-        save_file(tensors, path, metadata={"format": "pt"})
+        _write_safetensors(path, tensors)
         got = read_weights(path)
-    for name, t in tensors.items():
+
+        from safetensors.torch import load_file
+
+        want = {k: v.float().numpy() for k, v in load_file(path).items()}
+    for name, ref in want.items():
         if name not in got:
             fail(f"read_weights: tensor {name!r} is missing from the result")
         g = np.asarray(got[name])
-        if g.dtype != np.float32 or g.shape != tuple(t.shape):
-            fail(f"read_weights: {name!r} came back as {g.dtype} {g.shape}, expected float32 "
-                 f"{tuple(t.shape)}")
-        if not np.array_equal(g, t.float().numpy()):
+        if g.dtype != np.float32 or g.shape != ref.shape:
+            fail(f"read_weights: {name!r} came back as {g.dtype} {g.shape}, expected float32 {ref.shape}")
+        if not np.array_equal(g, ref):
             fail(f"read_weights: the values of the bfloat16 tensor {name!r} are wrong (a bf16 "
                  "number is the top 16 bits of a float32: widen to uint32 and shift left by 16; "
                  "data offsets count from the end of the 8 + n header bytes)")
@@ -267,65 +286,73 @@ def check_bf16(rng: np.random.Generator) -> None:
 def check_key_names(rng: np.random.Generator) -> None:
     import os
 
-    import torch
+    from safetensors.numpy import save_file
 
     import minigrad as mg
     from mini_bert import BertForSequenceClassification, BertModel
-    from mini_bert.checkpoint import CheckpointError
+    from mini_bert.checkpoint import CheckpointError, read_weights
 
-    config = random_config(rng, num_labels=int(rng.integers(2, 4)))
-    hf = hf_model("BertForSequenceClassification", config, rng).double()
-    batch = random_batch(rng, config.vocab_size, config.type_vocab_size)
-    with torch.no_grad():
-        ref = hf(**torch_batch(batch))
-        ref_hidden = hf.bert(**torch_batch(batch)).last_hidden_state
-
-    def save(state: dict, directory: str) -> str:
-        os.makedirs(directory, exist_ok=True)
-        config.save_pretrained(directory)
-        torch.save({k: v.float() for k, v in state.items()}, os.path.join(directory, "pytorch_model.bin"))
-        return directory
-
-    # An old TF-converted checkpoint: LayerNorm gamma/beta, and the position_ids buffer.
-    old = {(k[:-len("weight")] + "gamma" if "LayerNorm" in k and k.endswith("weight") else
-            k[:-len("bias")] + "beta" if "LayerNorm" in k and k.endswith("bias") else k): v
-           for k, v in hf.state_dict().items()}
-    old["bert.embeddings.position_ids"] = torch.arange(config.max_position_embeddings)[None]
-    base = {k: v for k, v in hf.state_dict().items() if k.startswith("bert.")}
-    cases = [("a head checkpoint with LayerNorm gamma/beta names", old, BertForSequenceClassification),
-             ("the same checkpoint into BertModel (its head is skipped)", old, BertModel),
-             ("a BertModel checkpoint into BertForSequenceClassification (a new head)", base,
-              BertForSequenceClassification)]
+    source = ours_model("BertForSequenceClassification", rng, num_labels=int(rng.integers(2, 4)))
+    batch = random_batch(rng, source.config.vocab_size, source.config.type_vocab_size)
     with tempfile.TemporaryDirectory() as tmp:
-        for i, (what, state, cls) in enumerate(cases):
+        source.to(dtype=mg.float32).save_pretrained(f"{tmp}/original")
+        weights = read_weights(f"{tmp}/original")
+
+        def save(state: dict, name: str) -> str:
+            os.makedirs(f"{tmp}/{name}")
+            source.config.save_pretrained(f"{tmp}/{name}")
+            save_file(state, f"{tmp}/{name}/model.safetensors", metadata={"format": "pt"})
+            return f"{tmp}/{name}"
+
+        # An old TF-converted checkpoint: LayerNorm gamma/beta, and the position_ids buffer.
+        old = {(k.removesuffix("weight") + "gamma" if "LayerNorm" in k and k.endswith("weight") else
+                k.removesuffix("bias") + "beta" if "LayerNorm" in k and k.endswith("bias") else k): v
+               for k, v in weights.items()}
+        old["bert.embeddings.position_ids"] = np.arange(source.config.max_position_embeddings)[None]
+        # A base checkpoint, as BertModel saves it: no "bert." prefix, no head.
+        base = {k.removeprefix("bert."): v for k, v in weights.items() if k.startswith("bert.")}
+        cases = [("a head checkpoint with LayerNorm gamma/beta names", "old", old,
+                  BertForSequenceClassification),
+                 ("the same checkpoint into BertModel (its head is skipped)", "old", old, BertModel),
+                 ("a BertModel checkpoint into BertForSequenceClassification (a new head)", "base",
+                  base, BertForSequenceClassification)]
+        outputs = []
+        for what, name, state, cls in cases:
+            path = f"{tmp}/{name}" if os.path.isdir(f"{tmp}/{name}") else save(state, name)
             try:
-                with quiet():
-                    ours = cls.from_pretrained(save(state, f"{tmp}/{i}")).to(dtype=mg.float64)
+                with no_warnings():
+                    ours = cls.from_pretrained(path).to(dtype=mg.float64)
             except CheckpointError as e:
                 fail(f"loading {what} raised CheckpointError: {str(e).splitlines()[0]} ... "
                      "(rename gamma/beta to weight/bias; keys outside 'bert.' in a head model, and "
                      "the pooler's, are head keys, which may be missing or extra)")
             with mg.no_grad():
                 out = ours(**batch)
-            if cls is BertModel:
-                expect_close(f"{what}: last_hidden_state", out.last_hidden_state, ref_hidden)
-            elif state is old:
-                expect_close(f"{what}: logits", out.logits, ref.logits)
+            outputs.append((what, out.last_hidden_state if cls is BertModel else out.logits))
         broken = {k: v for k, v in base.items() if not k.endswith("attention.self.query.weight")}
         try:
-            with quiet():
-                BertModel.from_pretrained(save(broken, f"{tmp}/broken"))
+            with no_warnings():
+                BertModel.from_pretrained(save(broken, "broken"))
         except CheckpointError:
             pass
         else:
             fail("a checkpoint without the encoder's query weights loaded without an error: only "
                  "head (and pooler) weights may be missing")
 
+        import torch
+        import transformers
+
+        with quiet():
+            hf = transformers.BertForSequenceClassification.from_pretrained(
+                f"{tmp}/original", attn_implementation="eager").double().eval()
+    with torch.no_grad():
+        ref = hf(**torch_batch(batch))
+        ref_hidden = hf.bert(**torch_batch(batch)).last_hidden_state
+    for (what, got), want in zip(outputs[:2], (ref.logits, ref_hidden)):
+        expect_close(f"{what}: {'logits' if want is ref.logits else 'last_hidden_state'}", got, want)
+
 
 def check_load_minilm(rng: np.random.Generator) -> None:
-    import torch
-    import transformers
-
     import minigrad as mg
     from mini_bert import BertForSequenceClassification, BertModel, BertTokenizer
 
@@ -333,13 +360,24 @@ def check_load_minilm(rng: np.random.Generator) -> None:
     ours = BertModel.from_pretrained(path)
     if ours.training:
         fail("from_pretrained should return the model in eval mode (as HF does), so dropout is off")
-    with quiet():
-        hf = transformers.BertModel.from_pretrained(path, attn_implementation="eager").eval()
+    labels = int(rng.integers(3, 6))  # a head model from a base checkpoint: a new head
+    with no_warnings():
+        model = BertForSequenceClassification.from_pretrained(path, num_labels=labels)
+    if model.classifier.out_features != labels:
+        fail("from_pretrained(path, num_labels=k) must apply the override to the config "
+             "before building the model")
     words = ["the", "movie", "was", "not", "bad", "at", "all", "tokenizers", "love", "rain", "!"]
     texts = [" ".join(rng.choice(words, size=int(rng.integers(2, 8)))) for _ in range(3)]
     batch = dict(BertTokenizer.from_pretrained(path)(texts, padding=True, return_tensors="np"))
-    with mg.no_grad(), torch.no_grad():
+    with mg.no_grad():
         got = ours(**batch)
+
+    import torch
+    import transformers
+
+    with quiet():
+        hf = transformers.BertModel.from_pretrained(path, attn_implementation="eager").eval()
+    with torch.no_grad():
         want = hf(**torch_batch(batch))
     # float32 through 6 layers of 384 features: the two libraries' roundings differ by ~1e-6.
     expect_close("all-MiniLM-L6-v2 last_hidden_state", got.last_hidden_state,
@@ -347,12 +385,6 @@ def check_load_minilm(rng: np.random.Generator) -> None:
                  hint="build the config from config.json, the model, then load the matched "
                       "state dict and return it in eval mode")
     expect_close("all-MiniLM-L6-v2 pooler_output", got.pooler_output, want.pooler_output, tol=1e-4)
-    labels = int(rng.integers(3, 6))  # a head model from a base checkpoint: a new head
-    with quiet():
-        model = BertForSequenceClassification.from_pretrained(path, num_labels=labels)
-    if model.classifier.out_features != labels:
-        fail("from_pretrained(path, num_labels=k) must apply the override to the config "
-             "before building the model")
 
 
 ASSIGNMENT = Assignment(id="a4", title="BERT: tokenizer, embeddings, the model, real weights", tasks=[
