@@ -146,8 +146,10 @@ print("x.to(device): gradient came back to x on", x.grad.device)
 # An optimizer holds references to the Parameter objects, and `Module.to` moves those objects in
 # place, so an optimizer created *before* the move updates the moved parameters. Its state (Adam's
 # moment estimates) is created at the first `step()`, next to each parameter, on its device.
-# (So: move the model first, or at least before the first step; state created on one device does
-# not move by itself when the model moves later, in PyTorch as here.)
+# (So: move the model first, or at least before the first step. In PyTorch, state made on one
+# device stays there when the model moves later, and the next step fails with a device error;
+# minigrad's optimizer moves each parameter's state with it at the next step, a convenience
+# torch does not have, so code that relies on it will not port back.)
 #
 # Three AdamW steps on each device, from the same weights: the losses must follow the same path.
 # (The time per step is printed for curiosity. `"torch:cpu"` is not meant to be fast: torch's
