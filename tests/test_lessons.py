@@ -16,7 +16,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 LESSONS = sorted((ROOT / "lessons").glob("[0-9][0-9]_*.py"))
-TIMEOUT_S = 120  # a lesson should take < 60 s on 2 cores; twice that flags a real slowdown
+TIMEOUT_S = 300  # a hang guard, not a speed check: the suite runs the grader and site beside it
 
 
 def _ids(paths: list[Path]) -> list[str]:
