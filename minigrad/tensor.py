@@ -244,17 +244,7 @@ class Tensor(TensorMethods, InplaceMixin):
         back through it (ToCopy op)."""
         from .ops.convert import ToCopy
 
-        device, dtype = kwargs.pop("device", None), kwargs.pop("dtype", None)
-        kwargs.pop("non_blocking", None)
-        if kwargs:
-            raise TypeError(f"to() got unexpected keyword arguments {sorted(kwargs)}")
-        for a in args:
-            if isinstance(a, Tensor):
-                device, dtype = a.device, a.dtype
-            elif isinstance(a, str):
-                device = a
-            elif a is not None:
-                dtype = a
+        device, dtype = to_args(args, kwargs, "to")
         xp, dev = resolve(device) if device is not None else (self._xp, self.device)
         if dev == self.device and (dtype is None or np.dtype(dtype) == self.dtype):
             return self
@@ -430,3 +420,21 @@ def _rebuild(cls: type, array: np.ndarray, device: str, requires_grad: bool) -> 
     t = cls.__new__(cls)
     Tensor.__init__(t, array, requires_grad=requires_grad, device=device)
     return t
+
+
+def to_args(args: tuple, kwargs: dict, who: str) -> tuple:
+    """(device, dtype) from torch's ``to`` forms: ``to(device)``, ``to(dtype)``, ``to(device, dtype)``,
+    ``to(tensor)`` (its device and dtype) and the ``device=``/``dtype=``/``non_blocking=`` keywords."""
+    kwargs = dict(kwargs)
+    device, dtype = kwargs.pop("device", None), kwargs.pop("dtype", None)
+    kwargs.pop("non_blocking", None)
+    if kwargs:
+        raise TypeError(f"{who}() got unexpected keyword arguments {sorted(kwargs)}")
+    for a in args:
+        if isinstance(a, Tensor):
+            device, dtype = a.device, a.dtype
+        elif isinstance(a, str):
+            device = a
+        elif a is not None:
+            dtype = a
+    return device, dtype

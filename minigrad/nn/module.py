@@ -14,7 +14,7 @@ import numpy as np
 from .. import dtypes
 from ..autograd import no_grad
 from ..backend import resolve
-from ..tensor import Tensor
+from ..tensor import Tensor, to_args
 from .utils import zero_grads_
 
 IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
@@ -174,16 +174,7 @@ class Module:
         """Move every parameter and buffer in place (the same Parameter objects, new arrays), as
         torch's forms: ``to(device)``, ``to(dtype)``, ``to(device, dtype)``, ``to(tensor)`` and the
         ``device=``/``dtype=`` keywords. A dtype applies to floating-point tensors only."""
-        device, dtype = kwargs.pop("device", None), kwargs.pop("dtype", None)
-        if kwargs:
-            raise TypeError(f"Module.to() got unexpected keyword arguments {sorted(kwargs)}")
-        for a in args:
-            if isinstance(a, Tensor):
-                device, dtype = a.device, a.dtype
-            elif isinstance(a, str):
-                device = a
-            elif a is not None:
-                dtype = a
+        device, dtype = to_args(args, kwargs, "Module.to")
         dtype = None if dtype is None else dtypes.canonical(dtype)
         if dtype is not None and dtype.kind != "f":
             raise TypeError(f"Module.to() only accepts floating point dtypes, got {dtype}")
