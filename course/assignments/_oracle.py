@@ -252,3 +252,41 @@ def expect_grads(ours, hf, tol: float = TOL64, hint: str = "", only: tuple[str, 
         compared += 1
     if not compared:
         fail("no gradient was compared (the model has no trainable parameter with a gradient)")
+
+
+def torch_fgm(hf, loss_fn, eps: float) -> None:
+    """FGM in torch, the usual recipe (also tests/test_adversarial.py's oracle): clean backward;
+    E += eps g/||g||; adversarial backward (grads add); E back."""
+    import torch
+
+    emb = hf.bert.embeddings.word_embeddings.weight
+    loss_fn().backward()
+    backup = emb.data.clone()
+    emb.data.add_(eps * emb.grad / torch.norm(emb.grad))
+    loss_fn().backward()
+    emb.data = backup
+
+
+def torch_pgd(hf, loss_fn, eps: float, alpha: float, steps: int) -> None:
+    """K steps of size alpha, projected on the eps-ball; grads cleared between steps; the clean
+    grads come back before the last backward, so the sum is clean + last adversarial."""
+    import torch
+
+    emb = hf.bert.embeddings.word_embeddings.weight
+    params = [p for p in hf.parameters() if p.requires_grad]
+    loss_fn().backward()
+    clean = [p.grad.clone() for p in params]
+    backup = emb.data.clone()
+    for t in range(steps):
+        emb.data.add_(alpha * emb.grad / torch.norm(emb.grad))
+        r = emb.data - backup
+        if torch.norm(r) > eps:
+            r = eps * r / torch.norm(r)
+        emb.data = backup + r
+        if t < steps - 1:
+            hf.zero_grad()
+        else:
+            for p, g in zip(params, clean):
+                p.grad = g
+        loss_fn().backward()
+    emb.data = backup

@@ -13,7 +13,7 @@ import numpy as np
 
 from course.assignments._oracle import (expect_close, expect_grads, fail, hf_model,
                                         ours_from_hf, quiet, random_batch, random_config,
-                                        torch_batch)
+                                        torch_batch, torch_fgm, torch_pgd)
 from course.framework import Assignment, Task
 
 
@@ -180,43 +180,6 @@ def _attack_pair(rng: np.random.Generator, n_batches: int = 1):
     return ours, hf, ours_losses, hf_losses
 
 
-def _torch_fgm(hf, loss_fn, eps: float) -> None:
-    """The usual recipe: clean backward; E += eps g/||g||; adversarial backward (grads add); E back."""
-    import torch
-
-    emb = hf.bert.embeddings.word_embeddings.weight
-    loss_fn().backward()
-    backup = emb.data.clone()
-    emb.data.add_(eps * emb.grad / torch.norm(emb.grad))
-    loss_fn().backward()
-    emb.data = backup
-
-
-def _torch_pgd(hf, loss_fn, eps: float, alpha: float, steps: int) -> None:
-    """K steps of size alpha, projected on the eps-ball; grads cleared between steps; the clean
-    grads come back before the last backward, so the sum is clean + last adversarial."""
-    import torch
-
-    emb = hf.bert.embeddings.word_embeddings.weight
-    params = [p for p in hf.parameters() if p.requires_grad]
-    loss_fn().backward()
-    clean = [p.grad.clone() for p in params]
-    backup = emb.data.clone()
-    for t in range(steps):
-        emb.data.add_(alpha * emb.grad / torch.norm(emb.grad))
-        r = emb.data - backup
-        if torch.norm(r) > eps:
-            r = eps * r / torch.norm(r)
-        emb.data = backup + r
-        if t < steps - 1:
-            hf.zero_grad()
-        else:
-            for p, g in zip(params, clean):
-                p.grad = g
-        loss_fn().backward()
-    emb.data = backup
-
-
 def _run_attack(rng: np.random.Generator, kind: str, micro_batches: int = 1) -> None:
     import mini_bert as mb
 
@@ -226,12 +189,12 @@ def _run_attack(rng: np.random.Generator, kind: str, micro_batches: int = 1) -> 
     eps = float(rng.uniform(0.2, 1.0))
     if kind == "fgm":
         attack, what = mb.FGM(ours, eps=eps), f"FGM(eps={eps:.2f})"
-        oracle = lambda loss: _torch_fgm(hf, loss, eps)  # noqa: E731
+        oracle = lambda loss: torch_fgm(hf, loss, eps)  # noqa: E731
     else:
         alpha, steps = eps * float(rng.uniform(0.6, 0.9)), int(rng.integers(2, 5))  # eps < 2 alpha:
         attack, what = mb.PGD(ours, eps=eps, alpha=alpha, steps=steps), \
             f"PGD(eps={eps:.2f}, alpha={alpha:.2f}, steps={steps})"   # the projection acts
-        oracle = lambda loss: _torch_pgd(hf, loss, eps, alpha, steps)  # noqa: E731
+        oracle = lambda loss: torch_pgd(hf, loss, eps, alpha, steps)  # noqa: E731
     for ours_loss, hf_loss in zip(ours_losses, hf_losses):
         attack.backward(ours_loss(), ours_loss)
         # The torch side: each micro-batch attacks along its own gradient; the results add up.
