@@ -262,9 +262,8 @@ def backward(root, grad, retain_graph: bool = False) -> None:
             continue
         if node.freed:
             raise _freed_error(node)
-        for counter, version, _ in node.versions:
-            if counter[0] != version:
-                node.check_versions()
+        if node.versions:
+            node.check_versions()
         if _profiling and getattr(_state, "profiler", None) is not None:
             grads = _state.profiler.run_backward(node, entry[0])
         else:
