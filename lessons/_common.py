@@ -72,6 +72,20 @@ def saved(path: Path) -> Path:
     return Path(path)
 
 
+# The course has an English and a Simplified Chinese edition built from the same lesson files
+# (course/i18n.py); the site runs each lesson once per edition with LESSON_LANG set.
+LANG = os.environ.get("LESSON_LANG", "en")
+
+
+def tr(en: str, zh: str) -> str:
+    """The text for the edition being run: a figure title, an axis label, a legend entry.
+
+    Code is shared by both editions, so a label that a reader sees is written once in each language
+    here, next to each other, rather than in two copies of the cell.
+    """
+    return zh if LANG == "zh" else en
+
+
 def max_rel_err(a, b) -> float:
     """max |a - b| / max |b|: one number that says how many digits two arrays share.
 
