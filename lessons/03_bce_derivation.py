@@ -261,15 +261,18 @@ z_grid = np.linspace(-120, 120, 481)
 fig, axes = plt.subplots(2, 2, figsize=(11, 7), sharex=True)
 for col, label in enumerate((1.0, 0.0)):
     r = per_example(z_grid, np.full_like(z_grid, label))
-    for row, (what, ylim) in enumerate((("loss", (-5, 130)), ("∂ℓ/∂z", (-1.3, 1.3)))):
+    for row, (what, ylim) in enumerate(((_common.tr("loss", "损失"), (-5, 130)), ("∂ℓ/∂z", (-1.3, 1.3)))):
         ax = axes[row, col]
         fused, naive, clamped = r["fused"][row], r["naive"][row], r["clamped"][row]
-        ax.plot(z_grid, fused, lw=2.5, label="fused with logits = exact")
-        ax.plot(z_grid, clamped, "--", lw=1.5, label="BCE on σ(z), log clamped at −100")
+        ax.plot(z_grid, fused, lw=2.5,
+                label=_common.tr("fused with logits = exact", "基于logit的融合版本 = 精确值"))
+        ax.plot(z_grid, clamped, "--", lw=1.5,
+                label=_common.tr("BCE on σ(z), log clamped at −100", "对σ(z)求BCE，log截断于−100"))
         ok = np.isfinite(naive)
-        ax.plot(z_grid[ok], naive[ok], ".", ms=3, label="naive log/sigmoid chain")
+        ax.plot(z_grid[ok], naive[ok], ".", ms=3,
+                label=_common.tr("naive log/sigmoid chain", "朴素的log/sigmoid链"))
         ax.plot(z_grid[~ok], np.full((~ok).sum(), ylim[1] * 0.95), "x", color="red", ms=4,
-                label="naive: inf / nan")
+                label=_common.tr("naive: inf / nan", "朴素版本：inf / nan"))
         ax.set_ylim(*ylim)
         ax.set_title(f"y = {label:.0f}: {what}")
         ax.grid(alpha=0.3)
