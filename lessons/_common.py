@@ -18,7 +18,12 @@ import numpy as np
 
 LESSONS = Path(__file__).resolve().parent
 ROOT = LESSONS.parent
-OUT = LESSONS / "out"
+# The course has an English and a Simplified Chinese edition built from the same lesson files
+# (course/i18n.py); the site runs a lesson once per edition with LESSON_LANG set.
+LANG = os.environ.get("LESSON_LANG", "en")
+# Each edition's figures in their own folder (lessons/out/zh/ for Chinese), so the two editions of a
+# lesson can run at once without overwriting each other's images.
+OUT = LESSONS / "out" if LANG == "en" else LESSONS / "out" / LANG
 
 # minigrad lives at the repo root; without an editable install, put the root on the import path.
 if str(ROOT) not in sys.path:
@@ -72,9 +77,44 @@ def saved(path: Path) -> Path:
     return Path(path)
 
 
-# The course has an English and a Simplified Chinese edition built from the same lesson files
-# (course/i18n.py); the site runs each lesson once per edition with LESSON_LANG set.
-LANG = os.environ.get("LESSON_LANG", "en")
+# Fonts for Chinese figure text, best first: Debian's fonts-noto-cjk, then other common CJK fonts.
+CJK_FONTS = ("Noto Sans CJK SC", "Source Han Sans SC", "Noto Sans SC", "WenQuanYi Zen Hei", "WenQuanYi Micro Hei")
+
+
+def cjk_font() -> str | None:
+    """The name of an installed CJK font matplotlib can use, or None.
+
+    matplotlib caches its font list, so a font installed after the cache was built is not in it:
+    the system's CJK font files are added to the font manager before giving up.
+    """
+    from matplotlib import font_manager
+
+    def known() -> str | None:
+        names = {f.name for f in font_manager.fontManager.ttflist}
+        return next((n for n in CJK_FONTS if n in names), None)
+
+    if known() is None:
+        for path in font_manager.findSystemFonts():
+            if "CJK" in Path(path).name or "wqy" in Path(path).name.lower():
+                font_manager.fontManager.addfont(path)
+    return known()
+
+
+def _use_cjk_font() -> None:
+    """Chinese edition: draw figure text with a CJK font (Latin, digits and math symbols fall back
+    to matplotlib's default per glyph). Without one, Chinese labels would print as empty boxes, so
+    warn once, naming the package, and carry on."""
+    name = cjk_font()
+    if name is None:
+        print("warning: no CJK font found; Chinese figure labels will show as boxes. "
+              "Install one: apt-get install -y fonts-noto-cjk", file=sys.stderr)
+        return
+    matplotlib.rcParams["font.family"] = "sans-serif"
+    matplotlib.rcParams["font.sans-serif"] = [name, *matplotlib.rcParams["font.sans-serif"]]
+
+
+if LANG == "zh":
+    _use_cjk_font()
 
 
 def tr(en: str, zh: str) -> str:
