@@ -139,15 +139,16 @@ gx, gy = np.meshgrid(np.linspace(-2, 2, 300), np.linspace(-1, 3, 300))
 ax0.contour(gx, gy, rosenbrock(np.stack([gx, gy])), levels=np.logspace(-1, 3.5, 14), colors="0.7",
             linewidths=0.7)
 for label, p in paths.items():
-    ax0.plot(p[:, 0], p[:, 1], lw=1.3, label=label)
-    ax1.semilogy([float(rosenbrock(q)) + 1e-12 for q in p], label=label)
+    shown = _common.tr(label, label.replace("momentum", "动量"))
+    ax0.plot(p[:, 0], p[:, 1], lw=1.3, label=shown)
+    ax1.semilogy([float(rosenbrock(q)) + 1e-12 for q in p], label=shown)
 ax0.plot(*START, "ko")
 ax0.plot(1, 1, "k*", ms=12)
-ax0.set_title("trajectories from (−1.5, 2) toward the minimum ★")
+ax0.set_title(_common.tr("trajectories from (−1.5, 2) toward the minimum ★", "从(−1.5, 2)出发走向极小值★的轨迹"))
 ax0.legend(fontsize=8)
-ax1.set_xlabel("step")
+ax1.set_xlabel(_common.tr("step", "步数"))
 ax1.set_ylabel("f(θ)")
-ax1.set_title("loss")
+ax1.set_title(_common.tr("loss", "损失"))
 _common.savefig(fig, "09_rosenbrock_trajectories.png")
 
 # %% [markdown]
@@ -244,9 +245,10 @@ fig, ax = plt.subplots(figsize=(6.5, 3.5))
 ax.plot(lrs_t, lw=4, alpha=0.4, label="transformers")
 ax.plot(lrs_mg, "--", label="minigrad")
 ax.axvline(WARMUP, color="grey", lw=0.8, ls=":")
-ax.set_xlabel("optimizer step")
-ax.set_ylabel("learning rate")
-ax.set_title(f"linear warmup ({WARMUP} steps) then linear decay to 0 at {TOTAL}")
+ax.set_xlabel(_common.tr("optimizer step", "优化器步数"))
+ax.set_ylabel(_common.tr("learning rate", "学习率"))
+ax.set_title(_common.tr(f"linear warmup ({WARMUP} steps) then linear decay to 0 at {TOTAL}",
+                        f"线性预热（{WARMUP}步），然后线性衰减，到第{TOTAL}步降为0"))
 ax.legend()
 _common.savefig(fig, "09_linear_warmup_schedule.png")
 
@@ -288,9 +290,9 @@ _common.savefig(fig, "09_linear_warmup_schedule.png")
 #    by (1 − ηλ); it grows if |1 − ηλ| > 1, i.e. η > 2/λ. The steepest direction (λ ≈ 1900 across
 #    the valley) sets the limit, so the flat direction along the floor is crossed very slowly.
 #
-# 4. `.grad` holds g₁ + … + g_t, and each step uses that running sum: momentum b ← μb + g with μ =
-#    1. Nothing decays, old gradients push forever, and the weights swing past the minimum instead
-#    of settling.
+# 4. `.grad` holds g₁ + … + g_t, and each step uses that running sum: momentum b ← μb + g with
+#    μ = 1. Nothing decays, old gradients push forever, and the weights swing past the minimum
+#    instead of settling.
 #
 # 5. At first Adam's v̂ rests on very few samples and the new head is random, so gradients are
 #    large and unreliable; small early steps protect the pre-trained weights. Decaying at the end
