@@ -83,10 +83,14 @@ class BertEmbeddings(nn.Module):
         self.LayerNorm = nn.LayerNorm(h, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, input_ids: np.ndarray, token_type_ids: np.ndarray) -> mg.Tensor:
-        x = self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids)
+    def forward(self, input_ids: np.ndarray | None, token_type_ids: np.ndarray,
+                inputs_embeds: mg.Tensor | None = None) -> mg.Tensor:
+        """``inputs_embeds`` [B, T, H] (HF's name) stands in for W_word[id_t]: attribution methods
+        (mini_bert.explain) differentiate with respect to it."""
+        words = self.word_embeddings(input_ids) if inputs_embeds is None else inputs_embeds
+        x = words + self.token_type_embeddings(token_type_ids)
         # Positions 0..T-1 are the same for every sequence: one [T, H] lookup, broadcast over B.
-        x = x + self.position_embeddings(np.arange(input_ids.shape[1]))
+        x = x + self.position_embeddings(np.arange(token_type_ids.shape[1]))
         return self.dropout(self.LayerNorm(x))
 
 
@@ -265,22 +269,28 @@ class BertModel(BertPreTrainedModel):
 
     def forward(self, input_ids: Any, attention_mask: Any = None, token_type_ids: Any = None,
                 output_hidden_states: bool = False,
-                output_attentions: bool = False) -> BaseModelOutput:
-        ids = as_int_array(input_ids, "input_ids")
-        if ids.ndim != 2:
+                output_attentions: bool = False, inputs_embeds: mg.Tensor | None = None) -> BaseModelOutput:
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("give exactly one of input_ids and inputs_embeds")
+        ids = None if input_ids is None else as_int_array(input_ids, "input_ids")
+        if ids is not None and ids.ndim != 2:
             raise ValueError(f"input_ids must be [batch, seq_len], got shape {ids.shape}")
-        b, t = ids.shape
+        if inputs_embeds is not None and inputs_embeds.ndim != 3:
+            raise ValueError(f"inputs_embeds must be [batch, seq_len, hidden], got shape "
+                             f"{tuple(inputs_embeds.shape)}")
+        shape = ids.shape if ids is not None else tuple(inputs_embeds.shape[:2])
+        b, t = shape
         if t > self.config.max_position_embeddings:
             raise ValueError(f"sequence length {t} exceeds max_position_embeddings="
                              f"{self.config.max_position_embeddings}")
-        types = (np.zeros_like(ids) if token_type_ids is None
+        types = (np.zeros(shape, np.int64) if token_type_ids is None
                  else as_int_array(token_type_ids, "token_type_ids"))
-        if types.shape != ids.shape:
-            raise ValueError(f"token_type_ids has shape {types.shape}, input_ids {ids.shape}")
+        if types.shape != shape:
+            raise ValueError(f"token_type_ids has shape {types.shape}, input_ids {shape}")
         mask = None if attention_mask is None else additive_attention_mask(
             attention_mask, b, t, self.dtype, self.device)
 
-        x = self.embeddings(ids, types)
+        x = self.embeddings(ids, types, inputs_embeds)
         hidden, attentions = self.encoder(x, mask)
         last = hidden[-1] if hidden else x
         return BaseModelOutput(
@@ -303,11 +313,11 @@ class BertForSequenceClassification(BertPreTrainedModel):
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self._init(self.classifier)
 
-    def forward(self, input_ids: Any, attention_mask: Any = None, token_type_ids: Any = None,
+    def forward(self, input_ids: Any = None, attention_mask: Any = None, token_type_ids: Any = None,
                 labels: Any = None, output_hidden_states: bool = False,
-                output_attentions: bool = False) -> HeadOutput:
+                output_attentions: bool = False, inputs_embeds: mg.Tensor | None = None) -> HeadOutput:
         out = self.bert(input_ids, attention_mask, token_type_ids, output_hidden_states,
-                        output_attentions)
+                        output_attentions, inputs_embeds)
         logits = self.classifier(self.dropout(out.pooler_output))
         loss = None if labels is None else self.loss(logits, labels)
         return HeadOutput(logits, loss, out.hidden_states, out.attentions)
