@@ -175,7 +175,8 @@ fig, ax = plt.subplots(figsize=(15, 3.6))
 boxes = {}
 for name, (cx, cy) in POS.items():
     if name in data:
-        text = f"{name}\ndata {data[name]:.4f}\n" + (f"grad {grad[name]:.4f}" if name in grad else "(constant)")
+        text = f"{name}\ndata {data[name]:.4f}\n" + (f"grad {grad[name]:.4f}" if name in grad
+                                                         else _common.tr("(constant)", "（常量）"))
         style, size = dict(boxstyle="round,pad=0.4", fc="#cfe2f3" if name in "xwb" else "white", ec="0.3"), 9
     else:  # an operation
         text, style, size = name, dict(boxstyle="circle,pad=0.25", fc="#fde0c5", ec="0.3"), 13
@@ -187,7 +188,8 @@ for src, dst in EDGES:  # from the right edge of one box to the left edge of the
 ax.set_xlim(-0.8, 15.8)
 ax.set_ylim(-1.5, 1.5)
 ax.axis("off")
-ax.set_title("L = (σ(w·x + b) − y)²: data from the forward pass, grad = ∂L/∂value from the backward pass")
+ax.set_title(_common.tr("L = (σ(w·x + b) − y)²: data from the forward pass, grad = ∂L/∂value from the backward pass",
+                        "L = (σ(w·x + b) − y)²：data来自前向传播，grad = ∂L/∂value来自反向传播"))
 _common.savefig(fig, "01_neuron_data_grad.png")
 
 # %% [markdown]
@@ -249,9 +251,9 @@ fig, ax = plt.subplots(figsize=(6, 4))
 for name, err in errors.items():
     ax.loglog(hs, np.maximum(err, 1e-18), "o-", label=name)
 ax.invert_xaxis()
-ax.set_xlabel("step h")
-ax.set_ylabel("|finite difference − exact|")
-ax.set_title("Central differences: truncation vs rounding")
+ax.set_xlabel(_common.tr("step h", "步长h"))
+ax.set_ylabel(_common.tr("|finite difference − exact|", "|有限差分 − 精确值|"))
+ax.set_title(_common.tr("Central differences: truncation vs rounding", "中心差分：截断误差与舍入误差"))
 ax.legend()
 _common.savefig(fig, "01_fd_error_vs_h.png")
 
