@@ -208,11 +208,13 @@ assert np.abs(J_bad - J_fd).max() > 0.1  # the bug is not a rounding effect
 
 fig, axes = plt.subplots(1, 3, figsize=(11, 3.4))
 for ax, M, title in zip(axes, (J_fd, J_good, J_bad),
-                        ("finite differences", "correct backward", "buggy backward (no g ×)")):
+                        (_common.tr("finite differences", "有限差分"),
+                         _common.tr("correct backward", "正确的backward"),
+                         _common.tr("buggy backward (no g ×)", "有bug的backward（漏乘g）"))):
     im = ax.imshow(M, cmap="viridis", vmin=0, vmax=1)
     ax.set_title(title)
-    ax.set_xlabel("input j")
-    ax.set_ylabel("output i")
+    ax.set_xlabel(_common.tr("input j", "输入j"))
+    ax.set_ylabel(_common.tr("output i", "输出i"))
 fig.colorbar(im, ax=axes, shrink=0.8, label="∂yᵢ/∂xⱼ")
 _common.savefig(fig, "02_softplus_jacobians.png")
 
