@@ -146,16 +146,16 @@ np.testing.assert_allclose(w_inf[2:], w_fin[2:], rtol=1e-6)  # elsewhere the two
 
 # %%
 fig, axes = plt.subplots(1, 4, figsize=(15, 3.8))
-panels = [(w_pad.numpy()[1], "padding mask (last 2 keys padded)"),
-          (w_causal.numpy()[0], "causal mask"),
-          (w_fin, "causal + left padding, finfo.min"),
-          (w_inf, "causal + left padding, −inf (nan = blank)")]
+panels = [(w_pad.numpy()[1], _common.tr("padding mask (last 2 keys padded)", "填充掩码（最后2个key为填充）")),
+          (w_causal.numpy()[0], _common.tr("causal mask", "因果掩码")),
+          (w_fin, _common.tr("causal + left padding, finfo.min", "因果 + 左侧填充，finfo.min")),
+          (w_inf, _common.tr("causal + left padding, −inf (nan = blank)", "因果 + 左侧填充，−inf（nan = 空白）"))]
 for ax, (m, title) in zip(axes, panels):
     im = ax.imshow(np.ma.masked_invalid(m), cmap="magma", vmin=0, vmax=1)
     ax.set_title(title, fontsize=9)
     ax.set_xlabel("key")
     ax.set_ylabel("query")
-fig.colorbar(im, ax=axes, shrink=0.8, label="attention weight")
+fig.colorbar(im, ax=axes, shrink=0.8, label=_common.tr("attention weight", "注意力权重"))
 _common.savefig(fig, "05_attention_weights.png")
 
 # %% [markdown]
