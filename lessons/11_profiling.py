@@ -191,7 +191,7 @@ for op, phase in (("Linear", "forward"), ("Linear", "backward"), ("Gelu", "forwa
 fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(13, 5))
 intensity = np.logspace(-2, 3, 200)
 ax0.loglog(intensity, np.minimum(sgemm_gflops, intensity * bandwidth_gbs), "k-", lw=1,
-           label="roofline (measured sgemm, copy bandwidth)")
+           label=_common.tr("roofline (measured sgemm, copy bandwidth)", "屋顶线（实测sgemm速度与复制带宽）"))
 for (op, phase), s in stat.items():
     # Skip ops that only move data (no FLOPs), and the tiniest rows: e.g. Add's backward just
     # hands the incoming gradient on, so its FLOP estimate is fictional and its time ~0.
@@ -202,26 +202,30 @@ for (op, phase), s in stat.items():
                 marker="o" if phase == "forward" else "s",
                 color="tab:blue" if op in MATMUL_OPS else "tab:orange")
     if s.seconds > 0.015 * totals["all"].seconds:  # name the big ones, labels spread around
-        ax0.annotate(f"{op} {phase}", (x, y), fontsize=7, textcoords="offset points",
+        name = _common.tr(f"{op} {phase}", f"{op} {'前向' if phase == 'forward' else '反向'}")
+        ax0.annotate(name, (x, y), fontsize=7, textcoords="offset points",
                      xytext=[(-80, 12), (15, -18), (15, 12), (-80, -18)][len(ax0.texts) % 4],
                      arrowprops=dict(arrowstyle="-", lw=0.5, color="gray"))
-ax0.set_xlabel("arithmetic intensity (FLOP / byte)")
-ax0.set_ylabel("achieved GFLOP/s")
-ax0.set_title("roofline (area ∝ time; ○ forward, □ backward)")
+ax0.set_xlabel(_common.tr("arithmetic intensity (FLOP / byte)", "算术强度（FLOP / 字节）"))
+ax0.set_ylabel(_common.tr("achieved GFLOP/s", "实际达到的GFLOP/s"))
+ax0.set_title(_common.tr("roofline (area ∝ time; ○ forward, □ backward)", "屋顶线（面积∝时间；○前向，□反向）"))
 ax0.legend(fontsize=8, loc="lower right")
 
-bar_names = ["FLOPs", "op time", "step time"]
+bar_names = ["FLOPs", _common.tr("op time", "算子时间"), _common.tr("step time", "整步时间")]
 in_ops = totals["all"].seconds / prof.wall_seconds  # fraction of the step spent inside ops
 mm_parts = [flop_share, time_share, time_share * in_ops]
 other = [1 - flop_share, 1 - time_share, (1 - time_share) * in_ops]
 outside = [0, 0, 1 - in_ops]
 ax1.bar(bar_names, mm_parts, label="Linear + MatMul", color="tab:blue")
-ax1.bar(bar_names, other, bottom=mm_parts, label="elementwise, reductions, data movement",
+ax1.bar(bar_names, other, bottom=mm_parts,
+        label=_common.tr("elementwise, reductions, data movement", "逐元素运算、归约、数据搬运"),
         color="tab:orange")
-ax1.bar(bar_names, outside, bottom=np.add(mm_parts, other), label="outside ops (AdamW, Python)",
+ax1.bar(bar_names, outside, bottom=np.add(mm_parts, other),
+        label=_common.tr("outside ops (AdamW, Python)", "算子之外（AdamW、Python）"),
         color="tab:gray")
-ax1.set_ylabel("share")
-ax1.set_title(f"one training step, B={B}, T={T} ({prof.wall_seconds * 1e3:.0f} ms)")
+ax1.set_ylabel(_common.tr("share", "占比"))
+ax1.set_title(_common.tr(f"one training step, B={B}, T={T} ({prof.wall_seconds * 1e3:.0f} ms)",
+                         f"一个训练步，B={B}，T={T}（{prof.wall_seconds * 1e3:.0f} ms）"))
 ax1.legend(fontsize=8, loc="lower left")
 _common.savefig(fig, "11_roofline_and_shares.png")
 prof.plot(str(_common.out_path("11_time_per_op.png")))
