@@ -107,12 +107,13 @@ print(f"{len(rel)} parameter gradients agree; worst relative difference {rel[wor
 fig, ax = plt.subplots(figsize=(10, 3.8))
 names = list(rel)
 ax.bar(range(len(names)), [max(rel[n], 1e-12) for n in names], color="tab:blue")
-ax.axhline(1e-4, color="gray", ls=":", label="asserted bound 1e-4")
+ax.axhline(1e-4, color="gray", ls=":", label=_common.tr("asserted bound 1e-4", "断言的上界1e-4"))
 ax.set_yscale("log")
 ax.set_xticks(range(len(names)), [n.replace("bert.", "").replace("encoder.layer.", "L")
                                   for n in names], rotation=90, fontsize=6)
 ax.set_ylabel(f"‖g_{DEVICE} − g_cpu‖ / ‖g_cpu‖")
-ax.set_title(f"every gradient of one training step: numpy vs {DEVICE}")
+ax.set_title(_common.tr(f"every gradient of one training step: numpy vs {DEVICE}",
+                        f"一个训练步的每个梯度：numpy与{DEVICE}对比"))
 ax.legend()
 _common.savefig(fig, "12_gradients_across_devices.png")
 
