@@ -97,13 +97,13 @@ F.gelu(xt).sum().backward()
 fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(11, 3.8))
 ax0.plot(xs, exact, label="GELU (erf)")
 ax0.plot(xs, np.maximum(xs, 0), ":", label="ReLU")
-ax0.plot(xs, (exact - approx) * 1000, label="(erf − tanh approx) × 1000")
+ax0.plot(xs, (exact - approx) * 1000, label=_common.tr("(erf − tanh approx) × 1000", "（erf − tanh近似）× 1000"))
 ax0.legend()
 ax0.set_title("GELU(x) = x Φ(x)")
-ax1.plot(xs, xt.grad.numpy(), label="d GELU/dx (minigrad backward)")
+ax1.plot(xs, xt.grad.numpy(), label=_common.tr("d GELU/dx (minigrad backward)", "d GELU/dx（minigrad的backward）"))
 ax1.plot(xs, (xs > 0).astype(float), ":", label="d ReLU/dx")
 ax1.legend()
-ax1.set_title("derivative: smooth, slightly negative for x < 0")
+ax1.set_title(_common.tr("derivative: smooth, slightly negative for x < 0", "导数：光滑，x < 0时略为负"))
 for ax in (ax0, ax1):
     ax.grid(alpha=0.3)
 _common.savefig(fig, "06_gelu.png")
@@ -140,10 +140,10 @@ assert norms["residual"][-1] > 0.1 * norms["residual"][0]
 
 fig, ax = plt.subplots(figsize=(6, 4))
 for kind, vals in norms.items():
-    ax.semilogy(range(1, depth + 1), vals, "o-", ms=3, label=kind)
-ax.set_xlabel("number of blocks")
+    ax.semilogy(range(1, depth + 1), vals, "o-", ms=3, label=_common.tr(kind, {"plain": "无残差", "residual": "有残差"}[kind]))
+ax.set_xlabel(_common.tr("number of blocks", "块数"))
 ax.set_ylabel("‖∂L/∂x₀‖")
-ax.set_title("gradient reaching the input")
+ax.set_title(_common.tr("gradient reaching the input", "到达输入的梯度"))
 ax.legend()
 _common.savefig(fig, "06_residual_gradients.png")
 
@@ -276,7 +276,8 @@ for i, (dtype_name, errs) in enumerate(errors.items()):
 ax.set_yscale("log")
 ax.set_xticks(xpos, names, rotation=60, ha="right", fontsize=8)
 ax.set_ylabel("max |ours − torch| / scale_of(name)")
-ax.set_title("encoder layer: output and every gradient vs torch.nn.TransformerEncoderLayer")
+ax.set_title(_common.tr("encoder layer: output and every gradient vs torch.nn.TransformerEncoderLayer",
+                        "编码器层：输出与每个梯度对照torch.nn.TransformerEncoderLayer"))
 ax.legend(loc="center right")
 _common.savefig(fig, "06_encoder_layer_parity.png")
 
