@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from latex2mathml.converter import convert as latex_to_mathml
@@ -16,6 +17,8 @@ from mdit_py_plugins.dollarmath import dollarmath_plugin
 from pygments import highlight
 from pygments.formatters import HtmlFormatter
 from pygments.lexers import PythonLexer
+
+from . import i18n
 
 ASSETS = Path(__file__).resolve().parent / "site_assets"
 _FORMATTER = HtmlFormatter(cssclass="highlight")
@@ -68,12 +71,40 @@ def slug(text: str) -> str:
     return re.sub(r"[^\w]+", "-", text.lower()).strip("-") or "section"
 
 
-def page(title: str, body: str, *, depth: int, banner: str = "", nav: str = "") -> str:
-    """A whole HTML page; ``depth`` is how many folders below the site root it lives (for links)."""
-    up = "../" * depth
+@dataclass(frozen=True)
+class Edition:
+    """Which language a site is in, and the sibling edition built next to it (``OUT/<other>/``),
+    if any, that every page links to (the language switch)."""
+    lang: str = "en"
+    other: str | None = None
+
+    def t(self, key: str, **values: object) -> str:
+        """A piece of page chrome in this edition's language (``course/zh/messages.toml`` [site])."""
+        return i18n.message(f"site.{key}", self.lang, **values)
+
+    def label(self, number: int, title: str) -> str:
+        return self.t("lesson_label", number=number, title=title)
+
+    def nav_extra(self, rel: str) -> str:
+        """Links every page's navigation carries: the glossary (zh) and the other language."""
+        up = "../" * rel.count("/")
+        extra = link(up + "glossary.html", self.t("glossary"), cls="glossary") if self.lang == "zh" else ""
+        if self.other:
+            extra += link(f"{up}../{self.other}/{rel}", i18n.message("site.language_name", self.other),
+                          cls="lang-switch", lang=_HTML_LANG[self.other])
+        return extra
+
+
+_HTML_LANG = {"en": "en", "zh": "zh-CN"}
+
+
+def page(title: str, body: str, *, rel: str, edition: Edition = Edition(), banner: str = "", nav: str = "") -> str:
+    """A whole HTML page at ``rel`` (its path from the site root, which sets the relative links)."""
+    up = "../" * rel.count("/")
     banner_html = f'<div class="banner">{banner}</div>' if banner else ""
+    nav += edition.nav_extra(rel)
     return f"""<!DOCTYPE html>
-<html lang="en">
+<html lang="{_HTML_LANG[edition.lang]}">
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -92,6 +123,7 @@ def page(title: str, body: str, *, depth: int, banner: str = "", nav: str = "") 
 """
 
 
-def link(href: str, text: str, cls: str = "", title: str = "") -> str:
-    attrs = (f' class="{cls}"' if cls else "") + (f' title="{html.escape(title, quote=True)}"' if title else "")
+def link(href: str, text: str, cls: str = "", title: str = "", lang: str = "") -> str:
+    attrs = (f' class="{cls}"' if cls else "") + (f' title="{html.escape(title, quote=True)}"' if title else "") \
+        + (f' lang="{lang}"' if lang else "")
     return f'<a href="{html.escape(href, quote=True)}"{attrs}>{html.escape(text)}</a>'

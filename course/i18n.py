@@ -28,10 +28,13 @@ Command line::
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import re
+import string
 import sys
+import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -39,6 +42,7 @@ from . import notebook as nb
 
 ROOT = Path(__file__).resolve().parent.parent
 LANGS = ("en", "zh")            # en is the source; every other language is a translation of it
+TEXT = ROOT / "course" / "zh"   # the zh course's tables: messages, glossary, hints, catalog, syllabus
 _MARKER = re.compile(r"^<!--\s*cell\s+(?P<k>\d+)(?:\s+en:(?P<en>[0-9a-f]{8})\s+zh:(?P<zh>[0-9a-f]{8}))?\s*-->\s*$")
 _LOOSE_MARKER = re.compile(r"^<!--\s*cell\b")     # looks like a marker: a malformed one is an error
 
@@ -243,6 +247,37 @@ def script(lesson: Path, lang: str) -> str:
         setup = nb.Cell("code", f'import os\n\nos.environ.setdefault("LESSON_LANG", "{lang}")', 0)
         cells = [setup, *cells]
     return to_percent(cells)
+
+
+# --- messages and tables ----------------------------------------------------------------------
+
+@functools.cache
+def load_table(name: str) -> dict:
+    """``course/zh/<name>.toml``, parsed (an error names the file and the TOML problem)."""
+    path = TEXT / f"{name}.toml"
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise I18nError(f"{path}: {e}") from None
+
+
+def fields(text: str) -> set[str]:
+    """The ``{name}`` fields a message fills in."""
+    return {name for _, name, _, _ in string.Formatter().parse(text) if name}
+
+
+def message(key: str, lang: str, **values: object) -> str:
+    """The message ``section.name`` of ``course/zh/messages.toml`` in ``lang``, its fields filled."""
+    section, _, name = key.partition(".")
+    entry = load_table("messages").get(section, {}).get(name)
+    if entry is None or lang not in entry:
+        raise I18nError(f"{TEXT / 'messages.toml'}: no [{section}] {name}.{lang}")
+    return entry[lang].format(**values)
+
+
+def glossary() -> list[dict]:
+    """The glossary's terms: each {en, zh, avoid?, note?} (``course/zh/glossary.toml``)."""
+    return load_table("glossary")["term"]
 
 
 def main(argv: list[str] | None = None) -> int:

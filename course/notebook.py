@@ -95,12 +95,13 @@ def _make_cell(path: Path, m: re.Match, body: list[str], line: int) -> Cell:
 
 # --- running ----------------------------------------------------------------------------------
 
-def execute(path: Path, result_json: Path, timeout_s: float = 600.0) -> list[CellRun | None]:
-    """Run the lesson's code cells in a fresh interpreter (cwd: its folder, ``MPLBACKEND=Agg``).
-    Returns one entry per cell (None for markdown). Raises LessonError naming the cell on failure."""
+def execute(path: Path, result_json: Path, timeout_s: float = 600.0, lang: str = "en") -> list[CellRun | None]:
+    """Run the lesson's code cells in a fresh interpreter (cwd: its folder, ``MPLBACKEND=Agg``,
+    ``LESSON_LANG=lang`` for the edition's figure labels). Returns one entry per cell (None for
+    markdown). Raises LessonError naming the cell on failure."""
     path = Path(path).resolve()
     repo = Path(__file__).resolve().parent.parent
-    env = {**os.environ, "MPLBACKEND": "Agg",
+    env = {**os.environ, "MPLBACKEND": "Agg", "LESSON_LANG": lang,
            "PYTHONPATH": os.pathsep.join(filter(None, [str(repo), os.environ.get("PYTHONPATH")]))}
     cmd = [sys.executable, "-m", "course.notebook", "run", str(path), str(result_json)]
     try:

@@ -25,6 +25,7 @@ import shutil
 import sys
 import tempfile
 import time
+import re
 import tomllib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from pathlib import Path
 
 from . import _site_pages as P
 from . import _site_render as R
+from . import i18n
 from . import notebook as nb
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,10 +53,11 @@ class BuildReport:
     execute_seconds: float = 0.0
 
 
-def load_lessons(root: Path) -> tuple[list[P.LessonInfo], list[dict]]:
+def load_lessons(root: Path, lang: str = "en") -> tuple[list[P.LessonInfo], list[dict]]:
     """The lessons found in ``root/lessons`` described by ``root/course/catalog.toml``, and the
     catalog's assignment tables. A lesson file the catalog does not list (or a tree without a
-    catalog) gets its title from its first heading and no goals."""
+    catalog) gets its title from its first heading and no goals. In a translated edition, the
+    titles, goals and readings come from ``course/zh/catalog.toml`` where it has them."""
     files = sorted(p.name for p in (root / "lessons").glob("[0-9][0-9]_*.py"))
     if not files:
         raise BuildError(f"no lessons (lessons/NN_topic.py) under {root}")
@@ -66,12 +69,15 @@ def load_lessons(root: Path) -> tuple[list[P.LessonInfo], list[dict]]:
         except tomllib.TOMLDecodeError as e:
             raise BuildError(f"{catalog_path}: {e}") from None
     listed = {entry.get("file"): entry for entry in catalog.get("lesson", [])}
+    translated = {e["number"]: e for e in i18n.load_table("catalog").get("lesson", [])} if lang != "en" else {}
     infos = []
     for name in files:
         entry = listed.get(name)
         if entry is None:
             infos.append(P.LessonInfo(int(name[:2]), name, _first_heading(root / "lessons" / name)))
             continue
+        entry = {**entry, **{k: v for k, v in translated.get(entry.get("number"), {}).items()
+                             if k in ("title", "goals", "readings")}}
         try:
             infos.append(P.LessonInfo(**entry))
         except TypeError as e:
@@ -87,26 +93,45 @@ def _first_heading(path: Path) -> str:
     return path.stem
 
 
-def execute_lessons(lessons_dir: Path, files: list[str], jobs: int = 2) -> Runs:
-    """Run every lesson, ``jobs`` at a time; raise BuildError naming every lesson that failed."""
-    runs: Runs = {}
+def reads_lang(path: Path) -> bool:
+    """Whether a lesson's code depends on the edition (calls ``_common.tr``): only those run once
+    per language; the others' output is the same in every edition and runs once."""
+    return any(c.kind == "code" and _TR.search(c.source) for c in nb.parse(path))
+
+
+_TR = re.compile(r"\btr\(")
+
+
+def execute_lessons(lessons_dir: Path, files: list[str], jobs: int = 2,
+                    langs: tuple[str, ...] = ("en",)) -> dict[str, Runs]:
+    """Run every lesson for each edition in ``langs``, ``jobs`` at a time, all in one pool (the two
+    editions' runs interleave). With English among them, a lesson that does not read LESSON_LANG
+    runs once and its English run serves every edition. Raises BuildError naming every lesson that
+    failed."""
+    todo = [(lang, name) for lang in langs for name in files
+            if lang == "en" or "en" not in langs or reads_lang(lessons_dir / name)]
+    runs: dict[str, Runs] = {lang: {} for lang in langs}
     errors: list[str] = []
     with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = {name: pool.submit(nb.execute, lessons_dir / name, Path(tmp) / f"{name}.json")
-                   for name in files}
-        for name, future in futures.items():
+        futures = {(lang, name): pool.submit(nb.execute, lessons_dir / name, Path(tmp) / f"{lang}-{name}.json",
+                                             lang=lang)
+                   for lang, name in todo}
+        for (lang, name), future in futures.items():
             try:
-                runs[name] = future.result()
+                runs[lang][name] = future.result()
             except nb.LessonError as e:
-                errors.append(str(e))
+                errors.append(f"[{lang}] {e}")
     if errors:
         raise BuildError("lessons failed, so the site was not built:\n\n" + "\n\n".join(errors))
+    for lang in langs if "en" in langs else ():
+        for name in files:
+            runs[lang].setdefault(name, runs["en"][name])
     return runs
 
 
 def lesson_page(info: P.LessonInfo, cells: list[nb.Cell], runs: list[nb.CellRun | None] | None,
                 by_number: dict[int, P.LessonInfo], neighbours: tuple[P.LessonInfo | None, ...], *,
-                instructor: bool, banner: str, figures: dict[str, str]) -> str:
+                instructor: bool, banner: str, figures: dict[str, str], ed: R.Edition = R.Edition()) -> str:
     """One lesson: its cells (answers only for the instructor), with a box of goals, prerequisites,
     study time and readings after the opening cell."""
     parts: list[str] = []
@@ -122,40 +147,44 @@ def lesson_page(info: P.LessonInfo, cells: list[nb.Cell], runs: list[nb.CellRun 
                                  f"<figcaption>{html.escape(Path(fig).name)}</figcaption></figure>")
             elif "answers" in cell.tags:
                 if instructor:
-                    parts.append('<details class="answers" open><summary>Answers (instructor edition)</summary>'
+                    parts.append(f'<details class="answers" open><summary>{ed.t("answers")}</summary>'
                                  f"{R.markdown(cell.source)}</details>")
             elif "questions" in cell.tags:
                 parts.append(f'<section class="questions">{R.markdown(cell.source)}</section>')
             else:
                 text = R.markdown(cell.source)
                 if i == 0:   # the lesson's facts go right under its title, before the prose
+                    box = _meta_box(info, by_number, ed)
                     head, sep, rest = text.partition("</h1>")
-                    text = head + sep + _meta_box(info, by_number) + rest if sep else _meta_box(info, by_number) + text
+                    text = head + sep + box + rest if sep else box + text
                 parts.append(f'<div class="md">{text}</div>')
         except R.RenderError as e:
-            raise BuildError(f"lessons/{info.file}, cell {i + 1} (line {cell.line}): {e}") from None
+            source = f"lessons/{info.file}" if ed.lang == "en" else \
+                f"lessons/{ed.lang}/{info.file.removesuffix('.py')}.md"
+            raise BuildError(f"{source}, cell {i + 1} (line {cell.line}): {e}") from None
     prev, nxt = neighbours
-    nav = "".join([R.link("../index.html", "Course index"), '<span class="spacer"></span>',
-                   R.link(prev.page.removeprefix("lessons/"), f"← Lesson {prev.number}", title=prev.title)
+    nav = "".join([R.link("../index.html", ed.t("course_index")), '<span class="spacer"></span>',
+                   R.link(prev.page.removeprefix("lessons/"), ed.t("previous", number=prev.number), title=prev.title)
                    if prev else "",
-                   R.link(nxt.page.removeprefix("lessons/"), f"Lesson {nxt.number} →", title=nxt.title)
+                   R.link(nxt.page.removeprefix("lessons/"), ed.t("next", number=nxt.number), title=nxt.title)
                    if nxt else ""])
-    return R.page(info.label, "\n".join(parts), depth=1, banner=banner, nav=nav)
+    return R.page(ed.label(info.number, info.title), "\n".join(parts), rel=info.page, edition=ed,
+                  banner=banner, nav=nav)
 
 
-def _meta_box(info: P.LessonInfo, by_number: dict[int, P.LessonInfo]) -> str:
+def _meta_box(info: P.LessonInfo, by_number: dict[int, P.LessonInfo], ed: R.Edition) -> str:
     goals = "".join(f"<li>{html.escape(g)}</li>" for g in info.goals)
     readings = "".join(f"<li>{html.escape(r)}</li>" for r in info.readings)
-    prereq = ", ".join(R.link(by_number[n].page.removeprefix("lessons/"), by_number[n].label)
-                       if n in by_number else f"Lesson {n}" for n in info.prerequisites) or "none"
-    facts = " · ".join(x for x in [f"Week {info.week}" if info.week else "",
-                                   f"Study time ~{info.study_minutes} min" if info.study_minutes else ""] if x)
-    notebook = R.link(f"../notebooks/{info.file.removesuffix('.py')}.ipynb", "this lesson as a notebook (.ipynb)")
-    return ('<div class="meta">' + (f"<h2>Goals</h2><ul>{goals}</ul>" if goals else "")
-            + f"<h2>Prerequisites</h2><p>{prereq}</p>"
-            + (f"<h2>Readings</h2><ul>{readings}</ul>" if readings else "")
-            + f'<p class="facts">{facts}{" · " if facts else ""}Download {notebook} '
-            f"(put it in <code>lessons/</code> to run it).</p></div>")
+    prereq = ", ".join(R.link(by_number[n].page.removeprefix("lessons/"), ed.label(n, by_number[n].title))
+                       if n in by_number else ed.t("lesson", number=n) for n in info.prerequisites) or ed.t("none")
+    facts = " · ".join(x for x in [ed.t("week", week=info.week) if info.week else "",
+                                   ed.t("study_time", minutes=info.study_minutes) if info.study_minutes else ""]
+                       if x)
+    notebook = R.link(f"../notebooks/{info.file.removesuffix('.py')}.ipynb", ed.t("notebook_link"))
+    return ('<div class="meta">' + (f"<h2>{ed.t('goals')}</h2><ul>{goals}</ul>" if goals else "")
+            + f"<h2>{ed.t('prerequisites')}</h2><p>{prereq}</p>"
+            + (f"<h2>{ed.t('readings')}</h2><ul>{readings}</ul>" if readings else "")
+            + f'<p class="facts">{facts}{" · " if facts else ""}{ed.t("download", notebook=notebook)}</p></div>')
 
 
 MARKER = ".course-site"   # in every built site: the only kind of non-empty folder build() will replace
@@ -175,28 +204,29 @@ def _clear(out: Path) -> None:
 
 
 def build(out: Path, root: Path = ROOT, *, instructor: bool = False, execute: bool | None = None,
-          runs: Runs | None = None, jobs: int = 2) -> BuildReport:
-    """Build the site into ``out``. ``execute`` defaults to True for this repository and False for
-    another tree (a student build, whose blanks raise). ``runs`` reuses an earlier build's
-    execution (the instructor and default editions of one tree run the same code)."""
+          runs: Runs | None = None, jobs: int = 2, lang: str = "en", other: str | None = None) -> BuildReport:
+    """Build the site into ``out`` in ``lang``. ``execute`` defaults to True for this repository
+    and False for another tree (a student build, whose blanks raise). ``runs`` reuses an earlier
+    build's execution (the instructor and default editions of one tree run the same code). ``other``
+    names the sibling edition at ``out/../<other>`` that every page links to."""
     t0 = time.perf_counter()
     root, out = Path(root).resolve(), Path(out)
+    ed = R.Edition(lang, other)
     student = root != ROOT
     execute = (not student) if execute is None else execute
     instructor = instructor and not student
-    banner = ("Student edition: the exercises are blanks for you to fill"
-              + ("." if execute else "; the lessons were not run for this site.") if student
-              else "Instructor edition: the answers to the questions are shown." if instructor else "")
-    lessons, assignment_catalog = load_lessons(root)
+    banner = (ed.t("banner_student" if execute else "banner_student_not_run") if student
+              else ed.t("banner_instructor") if instructor else "")
+    lessons, assignment_catalog = load_lessons(root, lang)
     parsed = {}
     for info in lessons:
         try:
-            parsed[info.file] = nb.parse(root / "lessons" / info.file)
-        except nb.LessonError as e:
+            parsed[info.file] = i18n.load(root / "lessons" / info.file, lang)
+        except (nb.LessonError, i18n.I18nError) as e:
             raise BuildError(str(e)) from None
     report = BuildReport(out)
     if execute and runs is None:
-        runs = execute_lessons(root / "lessons", [i.file for i in lessons], jobs)
+        runs = execute_lessons(root / "lessons", [i.file for i in lessons], jobs, (lang,))[lang]
         report.execute_seconds = time.perf_counter() - t0
     report.runs = runs or {}
 
@@ -223,23 +253,48 @@ def build(out: Path, root: Path = ROOT, *, instructor: bool = False, execute: bo
                 figures[fig] = f"figures/{Path(fig).name}"
         neighbours = (lessons[k - 1] if k else None, lessons[k + 1] if k + 1 < len(lessons) else None)
         write(info.page, lesson_page(info, cells, lesson_runs, by_number, neighbours,
-                                     instructor=instructor, banner=banner, figures=figures))
+                                     instructor=instructor, banner=banner, figures=figures, ed=ed))
         nb.write_ipynb(cells, out / "notebooks" / f"{info.file.removesuffix('.py')}.ipynb", lesson_runs)
 
     assignments = P.load_assignments(assignment_catalog)
     for a in assignments:
         if a.assignment is not None:
-            write(a.page, P.assignment_page(a, by_number, banner=banner))
+            write(a.page, P.assignment_page(a, by_number, banner=banner, ed=ed))
         else:
             print(f"warning: assignment module {a.module} not built ({a.error})", file=sys.stderr)
-    syllabus = root / "course" / "syllabus.md"
-    note = f"Built {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; " + \
-        ("every lesson ran for this build." if execute else "the lessons were not run for this build.")
+    if lang != "en":
+        write("glossary.html", P.glossary_page(ed, banner=banner))
+    syllabus = root / "course" / ("syllabus.md" if lang == "en" else f"{lang}/syllabus.md")
+    note = ed.t("built_run" if execute else "built_not_run", when=time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()))
     write("index.html", P.index_page(lessons, assignments,
                                      syllabus.read_text(encoding="utf-8") if syllabus.exists() else "",
-                                     banner=banner, build_note=note))
+                                     banner=banner, build_note=note, ed=ed))
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def build_editions(out: Path, root: Path = ROOT, *, langs: tuple[str, ...] = i18n.LANGS, instructor: bool = False,
+                   jobs: int = 2) -> dict[str, BuildReport]:
+    """Every edition in ``langs`` into ``out/<lang>/``, each page linking to the same page of the
+    other edition, and ``out/index.html`` choosing between them. The lessons of all editions run
+    in one pool (``execute_lessons``); a student tree is not executed."""
+    t0 = time.perf_counter()
+    root, out = Path(root).resolve(), Path(out)
+    lessons, _ = load_lessons(root)
+    runs = execute_lessons(root / "lessons", [i.file for i in lessons], jobs, langs) if root == ROOT else {}
+    executed = time.perf_counter() - t0
+    _clear(out)
+    reports = {}
+    for lang in langs:
+        other = next((x for x in langs if x != lang), None)
+        reports[lang] = build(out / lang, root, instructor=instructor, runs=runs.get(lang), jobs=jobs,
+                              lang=lang, other=other)
+        reports[lang].execute_seconds = executed
+    choices = "".join(f"<li>{R.link(f'{lang}/index.html', i18n.message('site.course_index', lang))} "
+                      f"({i18n.message('site.language_name', lang)})</li>" for lang in langs)
+    (out / "index.html").write_text(R.page("Course · 课程", f"<ul>{choices}</ul>", rel="index.html"),
+                                    encoding="utf-8")
+    return reports
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -248,6 +303,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--root", type=Path, default=ROOT,
                    help="build the course of this tree (a student build: not executed, no answers)")
     p.add_argument("--instructor", action="store_true", help="show the answers to the questions")
+    p.add_argument("--lang", default="en", choices=[*i18n.LANGS, "all"],
+                   help="the edition's language (default en); all: every edition into OUT/<lang>/, "
+                        "their lessons run together")
     p.add_argument("--jobs", type=int, default=2, help="lessons executed at once (default 2)")
     args = p.parse_args(argv)
     if not (args.root / "lessons").is_dir():
@@ -255,13 +313,18 @@ def main(argv: list[str] | None = None) -> int:
     # One BLAS thread per lesson: two lessons at once on two cores, not four threads fighting.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     try:
-        report = build(args.out, args.root, instructor=args.instructor, jobs=args.jobs)
-    except BuildError as e:
+        if args.lang == "all":
+            reports = build_editions(args.out, args.root, instructor=args.instructor, jobs=args.jobs)
+        else:
+            reports = {args.lang: build(args.out, args.root, instructor=args.instructor, jobs=args.jobs,
+                                        lang=args.lang)}
+    except (BuildError, i18n.I18nError) as e:
         print(f"course.site: {e}", file=sys.stderr)
         return 1
-    print(f"built {len(report.pages)} pages into {report.out}/ in {report.seconds:.1f} s"
-          + (f" (lessons executed in {report.execute_seconds:.1f} s)" if report.execute_seconds else "")
-          + f"; open {report.out / 'index.html'}")
+    for lang, report in reports.items():
+        print(f"[{lang}] built {len(report.pages)} pages into {report.out}/ in {report.seconds:.1f} s"
+              + (f" (lessons executed in {report.execute_seconds:.1f} s)" if report.execute_seconds else "")
+              + f"; open {report.out / 'index.html'}")
     return 0
 
 
