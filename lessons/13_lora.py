@@ -180,8 +180,11 @@ assert results["lora"][4] < results["full"][4] / 4
 fig, ax = plt.subplots(figsize=(6.5, 3.6))
 for kind, (_, _, losses, acc, n) in results.items():
     smooth = np.convolve(losses, np.ones(10) / 10, mode="valid")
-    ax.plot(smooth, label=f"{kind} ({n:,} trained, acc {acc:.2f})")
-ax.set(xlabel="step", ylabel="training loss (10-step mean)", title="Is token 7 in the sequence?")
+    kind_zh = {"full": "全量微调", "lora": "LoRA", "head": "仅分类头"}[kind]
+    ax.plot(smooth, label=_common.tr(f"{kind} ({n:,} trained, acc {acc:.2f})",
+                                     f"{kind_zh}（训练{n:,}个参数，准确率{acc:.2f}）"))
+ax.set(xlabel=_common.tr("step", "步数"), ylabel=_common.tr("training loss (10-step mean)", "训练损失（10步平均）"),
+       title=_common.tr("Is token 7 in the sequence?", "序列中有token 7吗？"))
 ax.legend()
 _common.savefig(fig, "13_lora_vs_full_loss.png")
 
@@ -204,9 +207,10 @@ energy = np.cumsum(s_full ** 2) / np.sum(s_full ** 2)
 print(f"full fine-tuning's ΔW: {np.searchsorted(energy, 0.9) + 1} of 64 directions hold 90% of it")
 
 fig, ax = plt.subplots(figsize=(6, 3.4))
-ax.semilogy(s_full / s_full[0], "o-", ms=3, label="full fine-tuning ΔW")
-ax.semilogy(np.maximum(s_lora / s_lora[0], 1e-12), "s-", ms=3, label="LoRA ΔW (r = 4)")
-ax.set(xlabel="index", ylabel="singular value / largest", title=f"{name.split('bert.')[1]}: ΔW spectrum")
+ax.semilogy(s_full / s_full[0], "o-", ms=3, label=_common.tr("full fine-tuning ΔW", "全量微调的ΔW"))
+ax.semilogy(np.maximum(s_lora / s_lora[0], 1e-12), "s-", ms=3, label=_common.tr("LoRA ΔW (r = 4)", "LoRA的ΔW（r = 4）"))
+ax.set(xlabel=_common.tr("index", "序号"), ylabel=_common.tr("singular value / largest", "奇异值 / 最大奇异值"),
+       title=_common.tr(f"{name.split('bert.')[1]}: ΔW spectrum", f"{name.split('bert.')[1]}：ΔW的奇异值谱"))
 ax.legend()
 _common.savefig(fig, "13_delta_w_singular_values.png")
 
