@@ -234,8 +234,13 @@ assert 0 < cjk_in_vocab < 1000
 # Chinese every character is its own bar.
 
 # %%
-font_path = font_manager.findfont(font_manager.FontProperties(family="DejaVu Sans"))
-drawable = set(FT2Font(font_path).get_charmap())  # code points this font has glyphs for
+# The article's Chinese sentences need a CJK font in both editions (_common.cjk_font, e.g. Noto Sans CJK
+# from fonts-noto-cjk); matplotlib falls back glyph by glyph along this list, DejaVu Sans first for Latin.
+cjk = _common.cjk_font()
+FONTS = ["DejaVu Sans", *([cjk] if cjk else [])]
+drawable = set()  # code points one of these fonts has glyphs for
+for family in FONTS:
+    drawable |= set(FT2Font(font_manager.findfont(font_manager.FontProperties(family=family))).get_charmap())
 
 
 def glyph(ch: str) -> str:
@@ -247,7 +252,7 @@ fig, axes = plt.subplots(len(rows), 1, figsize=(13, 1.5 * len(rows)))
 for ax, i in zip(axes, rows):
     text = texts[i][:60]
     for k, ch in enumerate(text):
-        ax.text(k + 0.5, 1.0, glyph(ch), ha="center", va="center", fontsize=9)
+        ax.text(k + 0.5, 1.0, glyph(ch), ha="center", va="center", fontsize=9, family=FONTS)
     for n, (tid, (s, e)) in enumerate(zip(mine["input_ids"][i], mine["offset_mapping"][i])):
         if e == s or e > len(text):
             continue
@@ -255,13 +260,13 @@ for ax, i in zip(axes, rows):
         color = "tab:red" if token == ours.unk_token else ("tab:blue", "tab:green")[n % 2]
         ax.add_patch(plt.Rectangle((s + 0.05, 0.15), e - s - 0.1, 0.45, color=color, alpha=0.35))
         label = "".join(glyph(c) for c in token) if token != ours.unk_token else "UNK"
-        ax.text((s + e) / 2, 0.37, label, ha="center", va="center", fontsize=6,
+        ax.text((s + e) / 2, 0.37, label, ha="center", va="center", fontsize=6, family=FONTS,
                 rotation=90 * (e - s < 3))  # upright labels for narrow bars
     ax.set_xlim(0, max(len(text), 20))
     ax.set_ylim(0, 1.4)
     ax.axis("off")
-axes[0].set_title("token offsets: each bar spans text[start:end]"
-                  + ("" if ord("微") in drawable else "  (□: no CJK font installed)"))
+axes[0].set_title(_common.tr("token offsets: each bar spans text[start:end]", "token偏移：每个条块覆盖text[start:end]")
+                  + ("" if ord("微") in drawable else _common.tr("  (□: no CJK font installed)", "  （□：未安装CJK字体）")))
 _common.savefig(fig, "07_token_offsets.png")
 
 # %% [markdown]
