@@ -96,11 +96,14 @@ for seed in range(5):
 assert along_grad[-1] > max(r[-1] for r in along_random)
 
 fig, ax = plt.subplots(figsize=(6, 3.5))
-ax.plot(ts, along_grad, "o-", label="along g/‖g‖ (FGM)")
+ax.plot(ts, along_grad, "o-", label=_common.tr("along g/‖g‖ (FGM)", "沿g/‖g‖方向（FGM）"))
 for i, r in enumerate(along_random):
-    ax.plot(ts, r, color="gray", alpha=0.6, label="random unit directions" if i == 0 else None)
-ax.plot(ts, clean_loss.item() + ts * np.linalg.norm(g), "--", label="first-order: L + t‖g‖")
-ax.set(xlabel="step length t (‖r‖₂)", ylabel="batch loss", title="Loss along directions in E")
+    ax.plot(ts, r, color="gray", alpha=0.6,
+            label=_common.tr("random unit directions", "随机单位方向") if i == 0 else None)
+ax.plot(ts, clean_loss.item() + ts * np.linalg.norm(g), "--",
+        label=_common.tr("first-order: L + t‖g‖", "一阶近似：L + t‖g‖"))
+ax.set(xlabel=_common.tr("step length t (‖r‖₂)", "步长t（‖r‖₂）"), ylabel=_common.tr("batch loss", "批次损失"),
+       title=_common.tr("Loss along directions in E", "沿E中各方向的损失"))
 ax.legend()
 _common.savefig(fig, "14_loss_along_directions.png")
 
@@ -165,12 +168,14 @@ assert losses[-1] > clean_loss.item()
 
 fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.2))
 a1.plot(losses, "o-", label="PGD")
-a1.axhline(fgm_loss, ls="--", color="C1", label="FGM (one step of ε)")
-a1.set(xlabel="PGD step", ylabel="loss at E + r", title="Inner maximisation")
+a1.axhline(fgm_loss, ls="--", color="C1", label=_common.tr("FGM (one step of ε)", "FGM（一步走ε）"))
+a1.set(xlabel=_common.tr("PGD step", "PGD步数"), ylabel=_common.tr("loss at E + r", "E + r处的损失"),
+       title=_common.tr("Inner maximisation", "内层最大化"))
 a1.legend()
 a2.plot(norms, "o-")
 a2.axhline(0.5, ls="--", color="gray")
-a2.set(xlabel="PGD step", ylabel="‖r‖₂", title="Projected onto the ε-ball (ε = 0.5)")
+a2.set(xlabel=_common.tr("PGD step", "PGD步数"), ylabel="‖r‖₂",
+       title=_common.tr("Projected onto the ε-ball (ε = 0.5)", "投影回ε球内（ε = 0.5）"))
 _common.savefig(fig, "14_pgd_steps.png")
 
 # %% [markdown]
