@@ -1,6 +1,6 @@
 """One graded task, in its own process (started by ``course.grade``; not a command for people).
 
-    python -c BOOT GRADER_ROOT ROOT TASK_ID SEED ISOLATE RESULT_JSON
+    python -c BOOT GRADER_ROOT ROOT TASK_ID SEED ISOLATE RESULT_JSON [LANG]
 
 Order matters. ``course`` (the checks) is imported first, from the grader's own tree; only then is
 the graded tree put first on ``sys.path``, so ``minigrad``/``mini_bert`` come from ROOT while
@@ -90,12 +90,17 @@ def _graded_location(exc: BaseException, root: Path, files: set[str]) -> str:
     return best or fallback
 
 
-def describe(exc: BaseException, root: Path, files: set[str] = frozenset()) -> str:
-    """The first failing check, in words a student understands."""
+def describe(exc: BaseException, root: Path, files: set[str] = frozenset(), lang: str = "en") -> str:
+    """The first failing check, in words a student understands. A blank not yet written says so,
+    with its task's hint in ``lang`` (the stub's message is ``"<task id>: <English hint>"``)."""
+    from course import i18n
     from course.framework import TaskFailure
 
     if isinstance(exc, NotImplementedError):
-        return f"not implemented yet ({exc})"
+        detail = str(exc)
+        task_id, sep, _ = detail.partition(": ")
+        hint = i18n.load_table("hints").get(task_id, {}).get("hint") if lang == "zh" else None
+        return i18n.message("grade.not_implemented", lang, detail=f"{task_id}：{hint}" if sep and hint else detail)
     if isinstance(exc, TaskFailure):
         return str(exc)
     where = _graded_location(exc, root, files)
@@ -107,6 +112,7 @@ def describe(exc: BaseException, root: Path, files: set[str] = frozenset()) -> s
 def main(argv: list[str]) -> None:
     grader_root, root = Path(argv[0]).resolve(), Path(argv[1]).resolve()
     task_id, seed, isolate, result_path = argv[2], int(argv[3]), argv[4] == "1", Path(argv[5])
+    lang = argv[6] if len(argv) > 6 else "en"
 
     import numpy as np
 
@@ -120,7 +126,7 @@ def main(argv: list[str]) -> None:
     # The graded tree first; the grader's own root and the cwd ('') out, so nothing else is found.
     sys.path[:] = [str(root)] + [p for p in sys.path if p not in ("", str(grader_root))]
     os.environ.setdefault("MPLBACKEND", "Agg")
-    checks.ROOT = root
+    checks.ROOT, checks.LANG = root, lang
     result = {"passed": False, "message": "", "traceback": ""}
     try:
         import mini_bert
@@ -141,6 +147,6 @@ def main(argv: list[str]) -> None:
         result["passed"] = True
     except Exception as exc:  # a student's code may raise anything; report it, do not crash
         files = {spec.split(":")[0].split("#")[0] for spec in task.blanks}
-        result["message"] = describe(exc, root, files)
+        result["message"] = describe(exc, root, files, lang)
         result["traceback"] = traceback.format_exc()
     result_path.write_text(json.dumps(result), encoding="utf-8")

@@ -79,7 +79,7 @@ def task_text(task_id: str, field: str, english: str, lang: str) -> str:
     """A task's (or assignment's) title or hint in ``lang``: course/zh/hints.toml for zh."""
     if lang == "en":
         return english
-    return i18n.load_table("hints").get("task", {}).get(task_id, {}).get(field, english)
+    return i18n.load_table("hints").get(task_id, {}).get(field, english)
 
 
 def _lesson_links(numbers: list[int], lessons: dict[int, LessonInfo], up: str, ed: R.Edition) -> str:

@@ -22,6 +22,7 @@ from .framework import TaskFailure
 # text of the *other* tasks' regions (isolation), {path: {region: text}}.
 ROOT: Path | None = None
 LESSON_REFERENCE: dict[str, dict[str, str]] = {}
+LANG = "en"         # the report's language (python -m course.grade --lang), set by the runner too
 
 # Tolerances. float64: round-off over a few hundred ops is ~1e-13 relative; 1e-6 leaves room for
 # any algebraically equal formula (another summation order, z/b instead of a/b²) while a wrong
@@ -199,8 +200,10 @@ def run_lesson(path: str) -> None:
 
         line = [f.lineno for f in traceback.extract_tb(e.__traceback__) if f.filename == str(ROOT / path)]
         first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), "")
-        raise TaskFailure(f"{path}:{line[-1] if line else '?'}: the lesson's assertion fails"
-                          f"{': ' + first if first else ''}") from None
+        from . import i18n
+
+        failed = i18n.message("grade.lesson_assert", LANG, path=path, line=line[-1] if line else "?")
+        raise TaskFailure(f"{failed}{': ' + first if first else ''}") from None
     finally:
         sys.path.remove(str((ROOT / path).parent))
 

@@ -8,6 +8,10 @@ and friends, or a path to the reference solution, make the task fail with that r
 While one task is graded, every other task's blanks are the reference solution (read from this
 grader's own tree), so a wrong answer costs that task only. A grader inside a student build has no
 reference; it then grades without isolation and says so.
+
+``--lang zh`` speaks Chinese: headers, results, totals, rejection reasons and the hint of a task not
+yet written (``course/zh/messages.toml`` [grade], ``course/zh/hints.toml``); the ``--json`` report
+keeps its English keys.
 """
 from __future__ import annotations
 
@@ -20,11 +24,12 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import unicodedata
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import _blank, _runner, assignments
+from . import _blank, _runner, assignments, i18n
 from .framework import Assignment, Task
 
 GRADER_ROOT = Path(__file__).resolve().parent.parent
@@ -49,12 +54,16 @@ class UsageError(Exception):
     pass
 
 
-def forbidden_reason(source: str, reference_paths: tuple[str, ...] = ()) -> str | None:
-    """Why this graded code may not run, or None. Graded code computes with minigrad only."""
+def _m(key: str, lang: str, **values: object) -> str:
+    return i18n.message(f"grade.{key}", lang, **values)
+
+
+def forbidden_reason(source: str, reference_paths: tuple[str, ...] = (), lang: str = "en") -> str | None:
+    """Why this graded code may not run (in ``lang``), or None. Graded code computes with minigrad only."""
     try:
         tree = ast.parse(textwrap.dedent(source))
     except SyntaxError as e:
-        return f"does not parse: {e.msg} (line {e.lineno} of the graded code)"
+        return _m("does_not_parse", lang, msg=e.msg, line=e.lineno)
     for node in ast.walk(tree):
         names = []
         if isinstance(node, ast.Import):
@@ -63,17 +72,17 @@ def forbidden_reason(source: str, reference_paths: tuple[str, ...] = ()) -> str 
             names = [node.module or ""]
         for n in names:
             if n.split(".")[0] in FORBIDDEN_MODULES:
-                return f"uses {n.split('.')[0]} (forbidden in graded code)"
+                return _m("forbidden", lang, name=n.split(".")[0])
         if isinstance(node, ast.Name) and (node.id in FORBIDDEN_MODULES or node.id in FORBIDDEN_NAMES):
-            return f"uses {node.id} (forbidden in graded code)"
+            return _m("forbidden", lang, name=node.id)
         if isinstance(node, ast.Attribute) and node.attr in ("modules", "__import__") and \
                 isinstance(node.value, ast.Name) and node.value.id in ("sys", "builtins"):
-            return f"uses {node.value.id}.{node.attr} (forbidden in graded code)"
+            return _m("forbidden", lang, name=f"{node.value.id}.{node.attr}")
         if isinstance(node, ast.Attribute) and node.attr in FORBIDDEN_MODULES:
-            return f"uses .{node.attr} (forbidden in graded code)"
+            return _m("forbidden_attr", lang, name=node.attr)
         if isinstance(node, ast.Constant) and isinstance(node.value, str):
             if any(p and p in node.value for p in reference_paths):
-                return "reads the reference solution (forbidden in graded code)"
+                return _m("reads_reference", lang)
     return None
 
 
@@ -99,7 +108,8 @@ def _used(node: ast.AST) -> set[str]:
     return {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
 
 
-def added_code_reason(root: Path, path: str, graded: str, reference_paths: tuple[str, ...]) -> str | None:
+def added_code_reason(root: Path, path: str, graded: str, reference_paths: tuple[str, ...],
+                      lang: str = "en") -> str | None:
     """Scan the code the graded function reaches that the student added or changed *outside* the
     blank (a helper, a module-level import): it could otherwise smuggle torch in. Statements equal
     to the reference's are trusted (the reference may use torch where nothing is graded)."""
@@ -117,9 +127,9 @@ def added_code_reason(root: Path, path: str, graded: str, reference_paths: tuple
             return None
         for node in reached:
             seen.add(id(node))
-            reason = forbidden_reason(ast.unparse(node), reference_paths)
+            reason = forbidden_reason(ast.unparse(node), reference_paths, lang)
             if reason:
-                return f"{path}: code added at line {node.lineno}, which the graded code calls, {reason}"
+                return _m("added_code", lang, path=path, line=node.lineno, reason=reason)
             names |= _used(node)
 
 
@@ -137,7 +147,7 @@ def reference_available(tasks: list[Task]) -> bool:
 
 
 def _run_task(root: Path, assignment: Assignment, task: Task, seed: int, isolate: bool,
-              timeout: float) -> Result:
+              timeout: float, lang: str = "en") -> Result:
     def result(passed: bool, message: str, detail: str = "") -> Result:
         return Result(assignment.id, task.id, task.points if passed else 0, task.points, passed,
                       message, detail)
@@ -148,10 +158,10 @@ def _run_task(root: Path, assignment: Assignment, task: Task, seed: int, isolate
         try:
             src = _blank.graded_source(root, blank, task.id)
         except _blank.BlankError as e:
-            return result(False, f"cannot find the graded code: {e}")
-        reason = forbidden_reason(src, reference_paths)
+            return result(False, _m("no_graded_code", lang, error=e))
+        reason = forbidden_reason(src, reference_paths, lang)
         if not reason and isolate and not blank.is_region:
-            reason = added_code_reason(root, blank.path, src, reference_paths)
+            reason = added_code_reason(root, blank.path, src, reference_paths, lang)
             if reason:
                 return result(False, reason)
         if reason:
@@ -159,44 +169,51 @@ def _run_task(root: Path, assignment: Assignment, task: Task, seed: int, isolate
     with tempfile.TemporaryDirectory(prefix="grade-") as tmp:
         out = Path(tmp) / "result.json"
         cmd = [sys.executable, "-c", _runner.BOOT, str(GRADER_ROOT), str(root), task.id, str(seed),
-               "1" if isolate else "0", str(out)]
+               "1" if isolate else "0", str(out), lang]
         env = {**os.environ, "MPLBACKEND": "Agg", "PYTHONDONTWRITEBYTECODE": "1"}
         env.pop("PYTHONPATH", None)
         try:
             proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
-            return result(False, f"took longer than {timeout:g} s (an endless loop?)")
+            return result(False, _m("timeout", lang, seconds=f"{timeout:g}"))
         if not out.exists():
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-            return result(False, "the check crashed: " + " | ".join(tail), proc.stderr)
+            return result(False, _m("crashed", lang, tail=" | ".join(tail)), proc.stderr)
         data = json.loads(out.read_text(encoding="utf-8"))
     return result(data["passed"], data["message"], data["traceback"])
 
 
 def grade(root: Path, selected: list[Assignment], seed: int, timeout: float = TIMEOUT_S,
-          jobs: int = 1, log=print) -> list[Result]:
+          jobs: int = 1, log=print, lang: str = "en") -> list[Result]:
     all_tasks = [t for a in assignments.load_all() for t in a.tasks]
     isolate = reference_available(all_tasks)
     if not isolate:
-        log("note: no reference solution next to this grader (a student build?): tasks are graded "
-            "without isolation, so a task can fail because of another task's code")
+        log(_m("no_isolation", lang))
     jobs_list = [(a, t) for a in selected for t in a.tasks]
     with ThreadPoolExecutor(max(1, jobs)) as pool:
-        return list(pool.map(lambda at: _run_task(root, at[0], at[1], seed, isolate, timeout),
+        return list(pool.map(lambda at: _run_task(root, at[0], at[1], seed, isolate, timeout, lang),
                              jobs_list))
 
 
-def table(results: list[Result], verbose: bool = False) -> str:
+def _pad(text: str, width: int, right: bool = False) -> str:
+    """``text`` aligned in ``width`` terminal columns (a CJK character takes two)."""
+    fill = " " * max(0, width - sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text))
+    return fill + text if right else text + fill
+
+
+def table(results: list[Result], verbose: bool = False, lang: str = "en") -> str:
     w = max([len(r.task) for r in results] + [4])
-    lines = [f"{'':3}{'task':<{w}}  {'points':>7}  result  first failing check", "-" * (w + 48)]
+    m = {k: _m(k, lang) for k in ("col_task", "col_points", "col_result", "col_first_failure", "pass", "fail")}
+    lines = [f"{'':3}{_pad(m['col_task'], w)}  {_pad(m['col_points'], 7, right=True)}  {_pad(m['col_result'], 6)}  "
+             f"{m['col_first_failure']}", "-" * (w + 48)]
     for r in results:
-        mark = "PASS" if r.passed else "FAIL"
-        lines.append(f"{r.assignment:<3}{r.task:<{w}}  {r.points:>3}/{r.max:<3}  {mark:<6}  {r.message}")
+        mark = m["pass"] if r.passed else m["fail"]
+        lines.append(f"{r.assignment:<3}{r.task:<{w}}  {r.points:>3}/{r.max:<3}  {_pad(mark, 6)}  {r.message}")
         if verbose and r.detail and not r.passed:
             lines.append(textwrap.indent(r.detail.rstrip(), " " * 8))
     total, top = sum(r.points for r in results), sum(r.max for r in results)
-    lines += ["-" * (w + 48), f"total: {total}/{top} points, {sum(r.passed for r in results)}/"
-              f"{len(results)} tasks passed"]
+    lines += ["-" * (w + 48), _m("total", lang, points=total, max=top, passed=sum(r.passed for r in results),
+                                 tasks=len(results))]
     return "\n".join(lines)
 
 
@@ -211,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=TIMEOUT_S, help="seconds per task")
     p.add_argument("--jobs", type=int, default=1, help="tasks graded at once")
     p.add_argument("--verbose", action="store_true", help="full tracebacks of failures")
+    p.add_argument("--lang", default="en", choices=i18n.LANGS, help="the language of the report (zh: Chinese)")
     args = p.parse_args(argv)
     try:
         root = Path(args.root).resolve()
@@ -240,14 +258,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     seed = args.seed if args.seed is not None else secrets.randbelow(2 ** 31)
-    print(f"grading {root} with seed {seed} (python -m course.grade ... --seed {seed} replays it)")
-    results = grade(root, selected, seed, args.timeout, args.jobs)
-    print(table(results, args.verbose))
+    print(_m("grading", args.lang, root=root, seed=seed))
+    results = grade(root, selected, seed, args.timeout, args.jobs, lang=args.lang)
+    print(table(results, args.verbose, args.lang))
     if args.json:
         args.json.write_text(json.dumps({
             "total": sum(r.points for r in results), "max": sum(r.max for r in results), "seed": seed,
             "tasks": [{"assignment": r.assignment, "task": r.task, "points": r.points, "max": r.max,
-                       "passed": r.passed, "message": r.message} for r in results]}, indent=2) + "\n",
+                       "passed": r.passed, "message": r.message} for r in results]}, indent=2, ensure_ascii=False) + "\n",
             encoding="utf-8")
     return 0
 
