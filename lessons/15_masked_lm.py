@@ -100,9 +100,13 @@ for (kind, m), p in zip(kinds.items(), (0.8, 0.1, 0.1)):
 
 fig, ax = plt.subplots(figsize=(5, 3))
 shares = [m.sum() / n_picked for m in kinds.values()]
-ax.bar(list(kinds), shares, color=["C0", "C2", "C1"])
-ax.bar(list(kinds), [0.8, 0.1, 0.1], fill=False, edgecolor="k", ls="--", label="BERT's 80/10/10")
-ax.set(ylabel="share of picked tokens", title=f"{n_picked:,} picked tokens ({n_picked / n_real:.1%} of real)")
+bar_names = [_common.tr(k, {"[MASK]": "[MASK]", "unchanged": "不变", "random": "随机"}[k]) for k in kinds]
+ax.bar(bar_names, shares, color=["C0", "C2", "C1"])
+ax.bar(bar_names, [0.8, 0.1, 0.1], fill=False, edgecolor="k", ls="--",
+       label=_common.tr("BERT's 80/10/10", "BERT的80/10/10"))
+ax.set(ylabel=_common.tr("share of picked tokens", "占选中token的比例"),
+       title=_common.tr(f"{n_picked:,} picked tokens ({n_picked / n_real:.1%} of real)",
+                        f"选中{n_picked:,}个token（占真实token的{n_picked / n_real:.1%}）"))
 ax.legend()
 _common.savefig(fig, "15_masking_split.png")
 
@@ -187,10 +191,11 @@ assert np.mean(history[-5:]) < history[0] - 1.5   # deterministic (seeded); meas
 assert sum(d["token"] in frequent for d in top_after) >= 3   # mostly among the 30 most frequent
 
 fig, ax = plt.subplots(figsize=(6, 3.4))
-ax.plot(history, label="MLM loss")
-ax.axhline(np.log(30522), ls="--", color="gray", label="log V (uniform guess)")
-ax.axhline(unigram_entropy, ls=":", color="C1", label="unigram entropy")
-ax.set(xlabel="step", ylabel="loss", title="Pre-training's first lesson: token frequencies")
+ax.plot(history, label=_common.tr("MLM loss", "MLM损失"))
+ax.axhline(np.log(30522), ls="--", color="gray", label=_common.tr("log V (uniform guess)", "log V（均匀猜测）"))
+ax.axhline(unigram_entropy, ls=":", color="C1", label=_common.tr("unigram entropy", "一元分布的熵"))
+ax.set(xlabel=_common.tr("step", "步数"), ylabel=_common.tr("loss", "损失"),
+       title=_common.tr("Pre-training's first lesson: token frequencies", "预训练的第一课：token频率"))
 ax.legend()
 _common.savefig(fig, "15_mlm_training_loss.png")
 
