@@ -126,12 +126,15 @@ assert max(diffs["ours vs HF (float32)"]) < 4 * max(diffs["HF float32 vs HF floa
 fig, ax = plt.subplots(figsize=(7, 4))
 layers = np.arange(len(ours32.hidden_states))
 for (label, values), marker in zip(diffs.items(), "os^"):
-    ax.semilogy(layers, values, marker + "-", label=label)
-ax.axhline(1e-5, color="gray", ls=":", label="float32 bound asserted (1e-5)")
-ax.set_xticks(layers, ["emb"] + [str(i) for i in layers[1:]])
-ax.set_xlabel("hidden state (embeddings, then layer)")
-ax.set_ylabel("max |difference| over real tokens")
-ax.set_title("all-MiniLM-L6-v2: mini_bert vs transformers, per layer")
+    ax.semilogy(layers, values, marker + "-", label=_common.tr(label, {
+        "ours vs HF (float32)": "我们的实现 vs HF（float32）",
+        "HF float32 vs HF float64": "HF float32 vs HF float64",
+        "ours vs HF (float64)": "我们的实现 vs HF（float64）"}[label]))
+ax.axhline(1e-5, color="gray", ls=":", label=_common.tr("float32 bound asserted (1e-5)", "断言的float32界限（1e-5）"))
+ax.set_xticks(layers, [_common.tr("emb", "嵌入")] + [str(i) for i in layers[1:]])
+ax.set_xlabel(_common.tr("hidden state (embeddings, then layer)", "隐藏状态（先是嵌入，然后是各层）"))
+ax.set_ylabel(_common.tr("max |difference| over real tokens", "真实token上的最大|差异|"))
+ax.set_title(_common.tr("all-MiniLM-L6-v2: mini_bert vs transformers, per layer", "all-MiniLM-L6-v2：mini_bert vs transformers，逐层"))
 ax.legend(fontsize=8)
 _common.savefig(fig, "08_layer_differences.png")
 
@@ -209,8 +212,8 @@ for i in range(len(texts)):
     for j in range(len(texts)):
         ax.text(j, i, f"{sim[i, j]:.2f}", ha="center", va="center", fontsize=6,
                 color="black" if sim[i, j] > 0.6 else "white")
-fig.colorbar(im, ax=ax, shrink=0.8, label="cosine similarity")
-ax.set_title("sentence embeddings (mean pooling + L2 norm)")
+fig.colorbar(im, ax=ax, shrink=0.8, label=_common.tr("cosine similarity", "余弦相似度"))
+ax.set_title(_common.tr("sentence embeddings (mean pooling + L2 norm)", "句子嵌入（平均池化 + L2归一化）"))
 _common.savefig(fig, "08_cosine_similarity.png")
 
 # %% [markdown]
