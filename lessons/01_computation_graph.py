@@ -180,8 +180,9 @@ for name, (cx, cy) in POS.items():
         style, size = dict(boxstyle="round,pad=0.4", fc="#cfe2f3" if name in "xwb" else "white", ec="0.3"), 9
     else:  # an operation
         text, style, size = name, dict(boxstyle="circle,pad=0.25", fc="#fde0c5", ec="0.3"), 13
-    boxes[name] = ax.text(cx * 1.5, cy, text, ha="center", va="center", family="monospace", fontsize=size,
-                          bbox=style)
+    # sans-serif after monospace: the zh edition's CJK font, for glyphs the monospace font lacks
+    boxes[name] = ax.text(cx * 1.5, cy, text, ha="center", va="center", family=["monospace", "sans-serif"],
+                          fontsize=size, bbox=style)
 for src, dst in EDGES:  # from the right edge of one box to the left edge of the next
     ax.annotate("", xy=(0, 0.5), xycoords=boxes[dst], xytext=(1, 0.5), textcoords=boxes[src],
                 arrowprops=dict(arrowstyle="->", color="0.3"))
