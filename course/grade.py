@@ -265,7 +265,8 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps({
             "total": sum(r.points for r in results), "max": sum(r.max for r in results), "seed": seed,
             "tasks": [{"assignment": r.assignment, "task": r.task, "points": r.points, "max": r.max,
-                       "passed": r.passed, "message": r.message} for r in results]}, indent=2, ensure_ascii=False) + "\n",
+                       "passed": r.passed, "message": r.message} for r in results]},
+            indent=2, ensure_ascii=False) + "\n",
             encoding="utf-8")
     return 0
 
