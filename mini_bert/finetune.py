@@ -18,6 +18,8 @@ position in the seeded shuffle) is saved with each checkpoint, so ``--resume`` c
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -31,7 +33,7 @@ from tqdm.auto import tqdm
 import minigrad as mg
 
 from . import data as D
-from . import peft
+from . import peft, tracking
 from .adversarial import FGM, PGD
 from .checkpoint import CheckpointError, default_model_dir, find_weights
 from .config import BertConfig
@@ -219,6 +221,7 @@ def setup(cfg: TrainConfig) -> Run:
     """Check flags, output directory, data, model and resume state, in that order (cheapest
     first), and only then prepare the output directory: a run that cannot start changes nothing."""
     validate_flags(cfg)
+    tracking.require(cfg.report_to)  # a missing optional package stops the run before any file
     resume_dir = find_state_dir(cfg.resume) if cfg.resume else None
     output = cfg.output or (os.path.dirname(os.path.abspath(resume_dir)) if resume_dir else DEFAULT_OUTPUT)
     check_output_dir(output, resume_dir, cfg.overwrite)
@@ -273,10 +276,16 @@ def run_loop(r: Run) -> dict:
     metrics = MetricsLog(os.path.join(r.output, "metrics.jsonl"), state.step if r.resumed else None)
     stream = D.shuffled_batches(len(d["train"]), cfg.batch_size, cfg.seed, start=state.micro_batch)
     params = [p for g in opt.param_groups for p in g["params"]]
-    window, t0, start_step, final = [], time.perf_counter(), state.step, None
-    # The with-block closes the bar before any error propagates, so the error prints below it.
-    with tqdm(total=r.steps, initial=state.step, desc="train", disable=not cfg.progress) as bar:
+    window, times, t0, start_step, final = [], [], time.perf_counter(), state.step, None
+    tracker = tracking.make_tracker(cfg.report_to, r.output, cfg.histogram_every,
+                                    state.step if r.resumed else None)
+    tracker.hparams(dataclasses.asdict(cfg))
+    # The with-block closes the bar (and the tracker's files) before any error propagates, so the
+    # error prints below it.
+    with tqdm(total=r.steps, initial=state.step, desc="train", disable=not cfg.progress) as bar, \
+            contextlib.closing(tracker):
         while state.step < r.steps:
+            t_step = time.perf_counter()
             opt.zero_grad()
             step_loss, lr = 0.0, opt.param_groups[0]["lr"]
             for _ in range(cfg.grad_accum):
@@ -292,6 +301,8 @@ def run_loop(r: Run) -> dict:
                     r.attack.backward(loss * (1.0 / cfg.grad_accum), lambda: forward(
                         model, tok, batch, yb, cfg).loss * (1.0 / cfg.grad_accum))
                 step_loss += value / cfg.grad_accum
+            if tracker.wants_histograms(state.step + 1):  # the gradients before clipping
+                tracker.histograms(state.step + 1, model)
             # A limit of inf (no clipping) still returns the norm, for the log, and scales nothing.
             norm = float(mg.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
             _check_finite(norm, "gradient norm", state, last_dir)
@@ -299,15 +310,18 @@ def run_loop(r: Run) -> dict:
             sched.step()
             state.step += 1
             window.append(step_loss)
+            times.append(time.perf_counter() - t_step)
             bar.update(1)
             bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{lr:.2e}")
             if state.step % cfg.log_every == 0 or state.step == r.steps:
-                metrics.write(event="train", step=state.step, epoch=epoch, loss=float(np.mean(window)),
-                              lr=lr, grad_norm=norm)
-                window = []
+                logged = dict(loss=float(np.mean(window)), lr=lr, grad_norm=norm)
+                metrics.write(event="train", step=state.step, epoch=epoch, **logged)
+                tracker.scalars("train", dict(logged, step_time=float(np.mean(times))), state.step)
+                window, times = [], []
             if state.step % cfg.eval_every == 0 or state.step == r.steps:
                 final = evaluate(model, tok, d["dev"], d["y_dev"], cfg, len(names))
                 metrics.write(event="eval", step=state.step, **final)
+                tracker.scalars("eval", final, state.step)
                 log(f"step {state.step}: dev " + ", ".join(f"{k} {v:.4f}" for k, v in final.items()))
                 if final["accuracy"] > state.best_accuracy:
                     state.best_accuracy, state.best_step = final["accuracy"], state.step

@@ -96,6 +96,11 @@ class TrainConfig:
                           check=POSITIVE)
     adv_alpha: float = _opt(0.3, "PGD step size α", float, check=POSITIVE)
     adv_steps: int = _opt(3, "PGD steps K", int, check=AT_LEAST_1)
+    report_to: str = _opt("none", "also send the metrics to tensorboard (event files in OUTPUT/tb) or "
+                                  "wandb (WANDB_MODE=offline works without an account)",
+                          choices=("none", "tensorboard", "wandb"))
+    histogram_every: int = _opt(0, "with --report-to: histograms of each layer's parameters and "
+                                   "gradients every N steps (0: none)", int, check=NON_NEGATIVE)
 
 
 def flag(name: str) -> str:
@@ -124,6 +129,9 @@ def validate_flags(cfg: TrainConfig) -> None:
         raise UsageError("--resume continues a run and --overwrite replaces one: give only one")
     if cfg.lora_r and not any(comma_list(cfg.lora_targets)):
         raise UsageError("--lora-targets is empty; name the Linear layers that get LoRA (e.g. query,value)")
+    if cfg.histogram_every and cfg.report_to == "none":
+        raise UsageError("--histogram-every needs --report-to tensorboard or wandb (metrics.jsonl "
+                         "holds no histograms)")
     _check_device(cfg.device)
 
 

@@ -26,7 +26,7 @@ from .errors import OutputDirError, ResumeError
 
 STATE_JSON, STATE_ARRAYS = "trainer_state.json", "trainer_state.safetensors"
 # What a run writes into its output directory; --overwrite deletes these and nothing else.
-RUN_FILES = ("best", "last", "best.old", "last.old", "metrics.jsonl", "curves.png")
+RUN_FILES = ("best", "last", "best.old", "last.old", "metrics.jsonl", "curves.png", "tb", "wandb")
 # atomic_dir's temporary directories: ".last.tmp-k2j4x" beside "last".
 STALE_TMP = re.compile(r"\.(best|last)\.tmp-")
 
