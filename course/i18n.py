@@ -213,6 +213,16 @@ def translate(cells: list[nb.Cell], path: Path) -> list[nb.Cell]:
     return [replace(c, source=by_cell[k].text) if c.kind == "markdown" else c for k, c in enumerate(cells)]
 
 
+def without_answers(lesson: Path, path: Path) -> str:
+    """The translation ``path`` for the student copy of ``lesson`` (``course.student`` drops the
+    instructor's answer cells): the answers' blocks go too, and the other markers are renumbered to
+    the cells that remain. Stamps are kept: neither side of a kept cell changed."""
+    kept = [i for i, c in enumerate(nb.parse(lesson)) if "answers" not in c.tags]
+    new_index = {old: new for new, old in enumerate(kept)}
+    return "\n".join(f"<!-- cell {new_index[b.cell]}{f' en:{b.en_hash} zh:{b.zh_hash}' if b.en_hash else ''} -->\n"
+                     f"{b.text}\n" for b in parse_blocks(path) if b.cell in new_index)
+
+
 def load(lesson: Path, lang: str) -> list[nb.Cell]:
     """The cells of ``lesson`` in ``lang`` (English: as written)."""
     if lang not in LANGS:

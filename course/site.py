@@ -74,10 +74,11 @@ def load_lessons(root: Path, lang: str = "en") -> tuple[list[P.LessonInfo], list
     for name in files:
         entry = listed.get(name)
         if entry is None:
-            infos.append(P.LessonInfo(int(name[:2]), name, _first_heading(root / "lessons" / name)))
+            infos.append(P.LessonInfo(int(name[:2]), name, _first_heading(root / "lessons" / name, lang)))
             continue
-        entry = {**entry, **{k: v for k, v in translated.get(entry.get("number"), {}).items()
-                             if k in ("title", "goals", "readings")}}
+        if lang != "en":
+            entry = {**entry, "title": _first_heading(root / "lessons" / name, lang),
+                     **{k: v for k, v in translated.get(entry.get("number"), {}).items() if k in ("goals", "readings")}}
         try:
             infos.append(P.LessonInfo(**entry))
         except TypeError as e:
@@ -85,11 +86,16 @@ def load_lessons(root: Path, lang: str = "en") -> tuple[list[P.LessonInfo], list
     return infos, catalog.get("assignment", [])
 
 
-def _first_heading(path: Path) -> str:
-    for cell in nb.parse(path):
+def _first_heading(path: Path, lang: str = "en") -> str:
+    """The lesson's title from its first heading ("# Lesson 3 — Title", "# 第3课——标题")."""
+    try:
+        cells = i18n.load(path, lang)
+    except (nb.LessonError, i18n.I18nError) as e:
+        raise BuildError(str(e)) from None
+    for cell in cells:
         for line in cell.source.splitlines() if cell.kind == "markdown" else []:
             if line.startswith("# "):
-                return line[2:].split("—", 1)[-1].strip()
+                return re.split("——|—", line[2:], maxsplit=1)[-1].strip()
     return path.stem
 
 

@@ -222,3 +222,24 @@ def test_missing_cjk_font_warns_once_naming_the_package(monkeypatch, capsys) -> 
     _common._use_cjk_font()
     assert "apt-get install -y fonts-noto-cjk" in capsys.readouterr().err
     assert matplotlib.rcParams["font.sans-serif"] == ["DejaVu Sans"]        # fell back, unchanged
+
+
+def test_student_copy_drops_the_answers_translation(tmp_path) -> None:
+    """course.student drops the answer cells from a lesson; the zh file must lose their blocks and
+    stay in step with the cells that remain (renumbered), so the student site builds in Chinese."""
+    from course import _blank
+
+    lesson = tmp_path / "lessons" / "01_tiny.py"
+    (tmp_path / "lessons" / "zh").mkdir(parents=True)
+    lesson.write_text(LESSON.replace("# %%\nprint(x)", '# %% [markdown] tags=["answers"]\n# Because.\n\n'
+                                     "# %%\nprint(x)"), encoding="utf-8")
+    zh = i18n.translation_path(lesson)
+    zh.write_text(TRANSLATION + "\n<!-- cell 3 -->\n因为。\n", encoding="utf-8")
+    i18n.stamp(zh)
+    student = tmp_path / "student" / "lessons" / "01_tiny.py"
+    (student.parent / "zh").mkdir(parents=True)
+    student.write_text(_blank.strip_answer_cells(lesson.read_text(encoding="utf-8")), encoding="utf-8")
+    i18n.translation_path(student).write_text(i18n.without_answers(lesson, zh), encoding="utf-8")
+    assert i18n.check_file(i18n.translation_path(student)) == []
+    cells = i18n.load(student, "zh")
+    assert len(cells) == 4 and "因为" not in "".join(c.source for c in cells)
