@@ -121,16 +121,16 @@ class TensorBoardTracker(Tracker):
 
 
 class WandbTracker(Tracker):
-    """A W&B run in ``OUTPUT/wandb`` (offline with ``WANDB_MODE=offline``; ``wandb sync`` uploads)."""
+    """A W&B run in ``OUTPUT/wandb`` (offline with ``WANDB_MODE=offline``; ``wandb sync`` uploads).
+    A resumed fine-tuning run starts a new W&B run, from the checkpoint's step on."""
 
     def __init__(self, output: str, histogram_every: int = 0, resumed_at: int | None = None):
         super().__init__(histogram_every)
         import wandb
 
         self.wandb = wandb
-        os.makedirs(os.path.join(output, WANDB_DIR), exist_ok=True)
-        self.run = wandb.init(dir=os.path.join(output, WANDB_DIR), project="mini_bert",
-                              name=os.path.basename(os.path.abspath(output)))
+        # wandb writes its files into dir/wandb, i.e. OUTPUT/wandb.
+        self.run = wandb.init(dir=output, project="mini_bert", name=os.path.basename(os.path.abspath(output)))
 
     def hparams(self, hparams: dict) -> None:
         self.run.config.update(_plain(hparams))

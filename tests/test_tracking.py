@@ -5,6 +5,7 @@ read as one run; a missing package or a histogram without a tracker is a clear e
 """
 from __future__ import annotations
 
+import glob
 import json
 import os
 
@@ -119,3 +120,19 @@ def test_missing_package_and_lonely_histograms_are_clear_errors(tiny, tmp_path, 
     last = capsys.readouterr().err.splitlines()[-1]
     assert last.startswith("error: --report-to tensorboard") and "pip install tensorboard" in last
     assert not os.path.exists(tmp_path / "out")  # nothing was written
+
+
+def test_wandb_offline_run(tiny, tmp_path, monkeypatch):
+    """With wandb installed (an optional extra, not in CI): an offline run is written under
+    OUTPUT/wandb, holding every tag. wandb ≥ 0.2x reads its run files only in its Go core, so this
+    checks the tag names in the record file's bytes (protobuf keeps strings as plain UTF-8)."""
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    cfg = config(tiny, tmp_path / "run", report_to="wandb", histogram_every=2, max_steps=2)
+    FT.train(cfg)
+    (record,) = glob.glob(os.path.join(cfg.output, tracking.WANDB_DIR, "offline-run-*", "run-*.wandb"))
+    data = open(record, "rb").read()
+    tags = [f"train/{t}" for t in tracking.TRAIN_TAGS] + [f"eval/{t}" for t in tracking.EVAL_TAGS] + \
+        ["grads/encoder.layer.1", "params/classifier"]
+    assert all(t.encode() in data for t in tags)
