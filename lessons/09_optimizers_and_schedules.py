@@ -95,12 +95,26 @@ def library_path(lib, name: str, hp: dict, steps: int) -> np.ndarray:
 
 # %% [markdown]
 # ## 2. Racing down the Rosenbrock valley, three implementations each
-# The valley's curvature across it is ~1900 at the start, so plain SGD needs η < 2/1900: η = 1e-3
-# is just inside that limit, and then crawls along the flat valley floor. Momentum, at the same η,
+# The valley's steepest curvature at the start (the Hessian's top eigenvalue) is λ ≈ 2092, so plain
+# SGD is stable there only for η < 2/λ ≈ 9.6e-4: η = 1e-3 is just *outside* that limit. It survives
+# because one step later λ has dropped below 2/η = 2000; then it crawls along the flat valley floor
+# (lesson 16 measures such curvatures with Hessian-vector products). Momentum, at the same η,
 # builds up speed along the floor; Adam's per-coordinate scaling ignores the steep walls.
 # Weight decay pulls θ toward 0, so with it the runs settle short of (1, 1).
 
 # %%
+# The curvature the text quotes: the Hessian's eigenvalues at the start and after one SGD step.
+def top_curvature(theta):
+    hess = torch.autograd.functional.hessian(rosenbrock, torch.tensor(theta, dtype=torch.float64))
+    return float(torch.linalg.eigvalsh(hess)[-1])
+
+
+lam0 = top_curvature(START)
+theta1 = START - 1e-3 * torch.func.grad(rosenbrock)(torch.tensor(START)).numpy()
+lam1 = top_curvature(theta1)
+print(f"top curvature: {lam0:.1f} at the start (2/λ = {2 / lam0:.2e}), {lam1:.1f} after one step of η = 1e-3")
+assert 2 / lam0 < 1e-3 < 2 / lam1
+
 STEPS = 1000
 runs = {
     "SGD": ("SGD", dict(lr=1e-3)),
@@ -267,7 +281,8 @@ _common.savefig(fig, "09_linear_warmup_schedule.png")
 #
 # 2. What is the difference between Adam(weight_decay=λ) and AdamW?
 #
-# 3. SGD on Rosenbrock needs η < 2/1900 here. Where does "2 divided by the curvature" come from?
+# 3. SGD on Rosenbrock needs η < 2/λ, with λ ≈ 2092 at the start. Where does "2 divided by the
+#    curvature" come from?
 #
 # 4. What does forgetting `zero_grad()` do to SGD, and why does it behave like momentum without
 #    friction?
@@ -287,8 +302,9 @@ _common.savefig(fig, "09_linear_warmup_schedule.png")
 #    They are different algorithms, and BERT uses AdamW.
 #
 # 3. On a quadratic with curvature λ, one gradient step multiplies the error along that direction
-#    by (1 − ηλ); it grows if |1 − ηλ| > 1, i.e. η > 2/λ. The steepest direction (λ ≈ 1900 across
-#    the valley) sets the limit, so the flat direction along the floor is crossed very slowly.
+#    by (1 − ηλ); it grows if |1 − ηλ| > 1, i.e. η > 2/λ. The steepest direction (λ ≈ 2092 across
+#    the valley at the start) sets the limit, so the flat direction along the floor (λ ≈ 9.8) is
+#    crossed very slowly.
 #
 # 4. `.grad` holds g₁ + … + g_t, and each step uses that running sum: momentum b ← μb + g with
 #    μ = 1. Nothing decays, old gradients push forever, and the weights swing past the minimum
