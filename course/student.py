@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import _blank, assignments
+from . import _blank, assignments, i18n
 
 ROOT = Path(__file__).resolve().parent.parent
 # Not copied: build outputs, and the grader's own tests (their planted bugs are near-solutions).
@@ -72,6 +72,8 @@ def blanked_texts(root: Path, files: list[str]) -> dict[str, str]:
             stripped = _blank.strip_answer_cells(text)
             if stripped != text or f in texts:
                 texts[f] = stripped
+        elif f.startswith("lessons/zh/") and f.endswith(".md"):   # the answers' translations go too
+            texts[f] = i18n.without_answers(i18n.lesson_path(root / f), root / f)
     return texts
 
 
