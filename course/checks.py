@@ -97,8 +97,19 @@ def _max_err(got: np.ndarray, want: np.ndarray, dtype: str) -> tuple[float, bool
     return err, err <= atol * scale + rtol * scale
 
 
+def _t(key: str, **values: object) -> str:
+    """A check's message in the report's language (course/zh/messages.toml [check])."""
+    from . import i18n
+
+    return i18n.message(f"check.{key}", LANG, **values)
+
+
 def _suffix(hint: str) -> str:
-    return f" ({hint})" if hint else ""
+    return _t("hint", hint=hint) if hint else ""
+
+
+def _error(err: float) -> str:
+    return _t("max_error", err=f"{err:.3g}")
 
 
 def compare(label: str, fn: Callable, args: list[Arg], rng: np.random.Generator, *,
@@ -113,7 +124,7 @@ def compare(label: str, fn: Callable, args: list[Arg], rng: np.random.Generator,
     import minigrad.nn.functional as mF
 
     mgns = _NS(mg, mF, False)
-    where = f"for {fmt_shapes(args)} in {dtype}"
+    where = _t("where", shapes=fmt_shapes(args), dtype=dtype)
 
     def as_dtype(a: Arg) -> np.ndarray:
         v = np.asarray(a.value)
@@ -130,15 +141,13 @@ def compare(label: str, fn: Callable, args: list[Arg], rng: np.random.Generator,
     t_out = fn(tns, *t_in)
     want = t_out.detach().numpy()
     if tuple(m_out.shape) != want.shape:
-        raise TaskFailure(f"{label}: output has shape {tuple(m_out.shape)}, torch gives {want.shape} "
-                          f"{where}")
+        raise TaskFailure(_t("output_shape", label=label, got=tuple(m_out.shape), want=want.shape, where=where))
     if forward:
         err, ok = _max_err(m_out.numpy(), want, dtype)
         if not ok:
-            raise TaskFailure(f"{label}: output is wrong {where}: max error {err:.3g} vs torch"
-                              f"{_suffix(hint)}")
+            raise TaskFailure(_t("output_wrong", label=label, where=where, error=_error(err), hint=_suffix(hint)))
         if m_out.dtype != np.dtype(dtype):
-            raise TaskFailure(f"{label}: output is {m_out.dtype} for {dtype} inputs (keep the dtype)")
+            raise TaskFailure(_t("output_dtype", label=label, got=m_out.dtype, dtype=dtype))
     if not backward:
         return
     t_out.backward(torch.tensor(g))
@@ -146,18 +155,16 @@ def compare(label: str, fn: Callable, args: list[Arg], rng: np.random.Generator,
         if not a.grad:
             continue
         if m.grad is None:
-            raise TaskFailure(f"{label}: no gradient reached {a.name} {where} (did backward return "
-                              f"None for it?)")
+            raise TaskFailure(_t("no_grad", label=label, name=a.name, where=where))
         if tuple(m.grad.shape) != tuple(t.shape):
-            raise TaskFailure(f"{label}: the gradient w.r.t. {a.name} has shape {tuple(m.grad.shape)}, "
-                              f"not {tuple(t.shape)} {where}")
+            raise TaskFailure(_t("grad_shape", label=label, name=a.name, got=tuple(m.grad.shape),
+                                 want=tuple(t.shape), where=where))
         err, ok = _max_err(m.grad.numpy(), t.grad.numpy(), dtype)
         if not ok:
-            raise TaskFailure(f"{label}: gradient w.r.t. {a.name} is wrong {where}: max error "
-                              f"{err:.3g} vs torch{_suffix(hint)}")
+            raise TaskFailure(_t("grad_wrong", label=label, name=a.name, where=where, error=_error(err),
+                                 hint=_suffix(hint)))
         if m.grad.dtype != np.dtype(dtype):
-            raise TaskFailure(f"{label}: the gradient w.r.t. {a.name} is {m.grad.dtype} for {dtype} "
-                              "inputs (a float32 model must get float32 gradients)")
+            raise TaskFailure(_t("grad_dtype", label=label, name=a.name, got=m.grad.dtype, dtype=dtype))
 
 
 def gradcheck(label: str, fn: Callable, args: list[Arg], hint: str = "") -> None:
@@ -169,8 +176,8 @@ def gradcheck(label: str, fn: Callable, args: list[Arg], hint: str = "") -> None
     try:
         mg.gradcheck(lambda *ts: fn(mgns, *ts), ins, atol=1e-6, rtol=1e-4)
     except mg.GradcheckError as e:
-        raise TaskFailure(f"{label}: finite differences disagree for {fmt_shapes(args)}: {e}"
-                          f"{_suffix(hint)}") from None
+        raise TaskFailure(_t("finite_differences", label=label, shapes=fmt_shapes(args), error=e,
+                             hint=_suffix(hint))) from None
 
 
 def both(label: str, fn: Callable, args: list[Arg], rng: np.random.Generator, hint: str = "",
@@ -220,9 +227,9 @@ def compare_graphs(label: str, m_outs: list, t_outs: list, m_leaves: dict, t_lea
         want = t.detach().numpy()
         err, ok = _max_err(m.numpy(), want, dtype)
         if not ok:
-            got = f"shape {tuple(m.shape)}, torch {want.shape}" if tuple(m.shape) != want.shape else \
-                f"max error {err:.3g} vs torch"
-            raise TaskFailure(f"{label}: output {i} is wrong{where}: {got}{_suffix(hint)}")
+            got = _t("output_n_shape", got=tuple(m.shape), want=want.shape) if tuple(m.shape) != want.shape \
+                else _error(err)
+            raise TaskFailure(_t("output_n_wrong", label=label, i=i, where=where, error=got, hint=_suffix(hint)))
         g = rng.standard_normal(want.shape).astype(dtype)
         total_m = total_m + (m * mg.tensor(g, dtype=dtype)).sum()
         total_t = total_t + (t * torch.tensor(g)).sum()
@@ -231,9 +238,8 @@ def compare_graphs(label: str, m_outs: list, t_outs: list, m_leaves: dict, t_lea
     for name, m in m_leaves.items():
         t = t_leaves[name]
         if m.grad is None:
-            raise TaskFailure(f"{label}: no gradient reached {name}{where} (is it used, and does "
-                              "the graph reach it?)")
+            raise TaskFailure(_t("no_grad_graph", label=label, name=name, where=where))
         err, ok = _max_err(m.grad.numpy(), t.grad.numpy(), dtype)
         if not ok:
-            raise TaskFailure(f"{label}: gradient w.r.t. {name} is wrong{where}: max error {err:.3g} "
-                              f"vs torch{_suffix(hint)}")
+            raise TaskFailure(_t("grad_wrong", label=label, name=name, where=where, error=_error(err),
+                                 hint=_suffix(hint)))
