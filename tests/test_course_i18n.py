@@ -243,3 +243,24 @@ def test_student_copy_drops_the_answers_translation(tmp_path) -> None:
     assert i18n.check_file(i18n.translation_path(student)) == []
     cells = i18n.load(student, "zh")
     assert len(cells) == 4 and "因为" not in "".join(c.source for c in cells)
+
+
+def test_grader_speaks_chinese_and_keeps_english_json_keys(tmp_path) -> None:
+    """A student build graded with --lang zh: the unwritten task says so in Chinese with its zh
+    hint, the table and total are in Chinese, and the JSON report keeps its English keys."""
+    tree = tmp_path / "student"
+    proc = subprocess.run([sys.executable, "-m", "course.student", str(tree)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    report = tmp_path / "grade.json"
+    proc = subprocess.run([sys.executable, "-m", "course.grade", str(tree), "--task", "a1.mul", "--lang", "zh",
+                           "--json", str(report)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    hint = i18n.load_table("hints")["a1.mul"]["hint"]
+    assert f"尚未实现（a1.mul：{hint}）" in proc.stdout and "未通过" in proc.stdout, proc.stdout
+    assert "总分：0/" in proc.stdout and "total" not in proc.stdout
+    import json
+
+    data = json.loads(report.read_text(encoding="utf-8"))
+    assert set(data) == {"total", "max", "seed", "tasks"}
+    assert set(data["tasks"][0]) == {"assignment", "task", "points", "max", "passed", "message"}
