@@ -150,8 +150,8 @@ def _link_syllabus(md: str, lessons: dict[int, LessonInfo], assignments: list[As
 def assignment_page(a: AssignmentInfo, lessons: dict[int, LessonInfo], *, banner: str,
                     ed: R.Edition = R.Edition()) -> str:
     """Title, introduction, when it is released and due, each task with its points and hint, and
-    how to grade it. In a translated edition the titles and hints are translated
-    (course/zh/hints.toml); the introduction and the "graded by" notes are the English docstrings."""
+    how to grade it. In a translated edition the introduction, titles and hints are translated
+    (course/zh/hints.toml); the "graded by" notes are the checks' English docstrings."""
     assert a.assignment is not None
     up = "../"
     when = ed.t("released", week=a.week, due=a.week + 1) if a.week else ""
@@ -173,13 +173,13 @@ def assignment_page(a: AssignmentInfo, lessons: dict[int, LessonInfo], *, banner
 <div class="meta"><p class="facts">{when}{ed.t("tasks_points", tasks=len(a.assignment.tasks),
                                                 points=a.assignment.max_points)}.
 {ed.t("builds_on", lessons=_lesson_links(a.lessons, lessons, up, ed))}</p></div>
-{original}<div class="md">{R.markdown(a.doc)}</div>
+<div class="md">{R.markdown(task_text(a.id, "intro", a.doc, ed.lang))}</div>
 <h2>{ed.t("how_to")}</h2>
 <pre><code>{html.escape(ed.t("how_to_code", id=a.id))}
 </code></pre>
 <p>{ed.t("how_to_text")}</p>
 <h2>{ed.t("tasks")}</h2>
-{"".join(tasks)}"""
+{original}{"".join(tasks)}"""
     nav = R.link(up + "index.html", ed.t("course_index")) + R.link(up + "index.html#assignments",
                                                                    ed.t("all_assignments"))
     return R.page(ed.t("assignment", id=a.id), body, rel=a.page, edition=ed, banner=banner, nav=nav)

@@ -170,9 +170,10 @@ def test_every_message_has_both_languages_with_the_same_fields() -> None:
     assert not problems, "\n".join(problems)
 
 
-def test_every_task_hint_and_title_is_translated() -> None:
+def test_every_assignment_and_task_text_is_translated() -> None:
     hints = i18n.load_table("hints")
-    missing = [f"{a.id}: title" for a in assignments.load_all() if not hints.get(a.id, {}).get("title")]
+    missing = [f"{a.id}: {field}" for a in assignments.load_all() for field in ("title", "intro")
+               if not hints.get(a.id, {}).get(field)]
     for a in assignments.load_all():
         for t in a.tasks:
             missing += [f"{t.id}: {field}" for field, english in (("title", t.title), ("hint", t.hint))
