@@ -85,7 +85,7 @@ def task_text(task_id: str, field: str, english: str, lang: str) -> str:
 def _lesson_links(numbers: list[int], lessons: dict[int, LessonInfo], up: str, ed: R.Edition) -> str:
     parts = [R.link(up + lessons[n].page, ed.label(n, lessons[n].title)) if n in lessons else ed.t("lesson", number=n)
              for n in numbers]
-    return ", ".join(parts) or ed.t("none")
+    return ed.t("list_separator").join(parts) or ed.t("none")
 
 
 def index_page(lessons: list[LessonInfo], assignments: list[AssignmentInfo], syllabus_md: str,
@@ -97,7 +97,7 @@ def index_page(lessons: list[LessonInfo], assignments: list[AssignmentInfo], syl
     for info in lessons:
         facts = [ed.t("map_week", week=info.week) if info.week else "",
                  ed.t("map_minutes", minutes=info.study_minutes) if info.study_minutes else "",
-                 ed.t("map_needs", numbers=", ".join(str(n) for n in info.prerequisites))
+                 ed.t("map_needs", numbers=ed.t("list_separator").join(str(n) for n in info.prerequisites))
                  if info.prerequisites else ""]
         goals = "".join(f"<li>{html.escape(g)}</li>" for g in info.goals)
         items.append(f'<li>{R.link(info.page, ed.label(info.number, info.title))} <span class="time">'
@@ -171,7 +171,7 @@ def assignment_page(a: AssignmentInfo, lessons: dict[int, LessonInfo], *, banner
     original = f'<p class="note">{ed.t("english_original")}</p>' if ed.t("english_original") else ""
     body = f"""<h1>{html.escape(ed.t("assignment_title", id=a.id, title=title))}</h1>
 <div class="meta"><p class="facts">{when}{ed.t("tasks_points", tasks=len(a.assignment.tasks),
-                                                points=a.assignment.max_points)}.
+                                                points=a.assignment.max_points)}{ed.t("full_stop")}
 {ed.t("builds_on", lessons=_lesson_links(a.lessons, lessons, up, ed))}</p></div>
 <div class="md">{R.markdown(task_text(a.id, "intro", a.doc, ed.lang))}</div>
 <h2>{ed.t("how_to")}</h2>

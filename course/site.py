@@ -181,8 +181,9 @@ def lesson_page(info: P.LessonInfo, cells: list[nb.Cell], runs: list[nb.CellRun 
 def _meta_box(info: P.LessonInfo, by_number: dict[int, P.LessonInfo], ed: R.Edition) -> str:
     goals = "".join(f"<li>{html.escape(g)}</li>" for g in info.goals)
     readings = "".join(f"<li>{html.escape(r)}</li>" for r in info.readings)
-    prereq = ", ".join(R.link(by_number[n].page.removeprefix("lessons/"), ed.label(n, by_number[n].title))
-                       if n in by_number else ed.t("lesson", number=n) for n in info.prerequisites) or ed.t("none")
+    prereq = ed.t("list_separator").join(
+        R.link(by_number[n].page.removeprefix("lessons/"), ed.label(n, by_number[n].title))
+        if n in by_number else ed.t("lesson", number=n) for n in info.prerequisites) or ed.t("none")
     facts = " · ".join(x for x in [ed.t("week", week=info.week) if info.week else "",
                                    ed.t("study_time", minutes=info.study_minutes) if info.study_minutes else ""]
                        if x)
