@@ -84,10 +84,11 @@ for e in before["ig"]:
 
 # %% [markdown]
 # ## 2. A short fine-tuning, then the same model in HF, and Captum
-# 20 AdamW steps of 16 SST-2 training sentences cut to 16 tokens (lesson 10's loop, in a few lines). Then the
-# weights go through a checkpoint into HF's `BertForSequenceClassification`, and Captum's
-# `LayerIntegratedGradients` and `LayerGradientXActivation` on `bert.embeddings.word_embeddings`
-# compute IG and gradient × input there, with the same [PAD] baseline, steps and quadrature.
+# 20 AdamW steps of 16 SST-2 training sentences cut to 16 tokens (lesson 10's loop, in a few
+# lines). Then the weights go through a checkpoint into HF's `BertForSequenceClassification`, and
+# Captum's `LayerIntegratedGradients` and `LayerGradientXActivation` on
+# `bert.embeddings.word_embeddings` compute IG and gradient × input there, with the same [PAD]
+# baseline, steps and quadrature.
 
 # %%
 opt = mg.optim.AdamW(model.parameters(), lr=2e-4)
@@ -280,7 +281,7 @@ _common.savefig(fig, "17_deletion_ig_vs_rollout.png")
 # ## What we saw
 # - `mini_bert.explain`'s IG and gradient × input equal Captum's on HF's BERT with the same
 #   weights (relative error ~1e-6 in float32); in float64 the completeness gaps equal Captum's
-#   convergence delta to ~1e-9 (Captum rounds its quadrature weights to float32).
+#   convergence delta to ~1e-9, not to 1e-16, because Captum rounds its quadrature weights to float32.
 # - Completeness: Gauss–Legendre's gap beats the trapezoid's at every n ≥ 4 and is below a
 #   thousandth of f(x) − f(baseline) at 32 nodes; Captum's trapezoid weights sum to 1 − 1/n, so its
 #   gap is |f(x) − f(baseline)|/n however smooth the path.
@@ -323,9 +324,11 @@ _common.savefig(fig, "17_deletion_ig_vs_rollout.png")
 #    act; the target class does not enter. An explanation of a decision has to depend on the
 #    decision: rollout shows where information can flow, not what the prediction used.
 #
-# 4. In float32 the rounding of a 6-layer forward and backward (~1e-6 relative) would hide gaps
-#    below that size, so the Gauss–Legendre curve would flatten at the rounding floor, not at the
-#    quadrature error. The attributions themselves only need to agree to the parity bound, 1e-3.
+# 4. A gap is the difference of two nearly equal numbers, Σ attributions and f(x) − f(baseline).
+#    In float32 each carries ~1e-6 relative rounding from a 6-layer forward and backward, so two
+#    gaps could disagree at that level for reasons unrelated to the quadrature, and a small
+#    Gauss–Legendre gap would sink into that floor. In float64 what is left is the quadrature
+#    itself. The attributions only need to agree to the parity bound, 1e-3, which float32 meets.
 #
 # 5. It shows whether a word's removal changes the model's output, a direct check of faithfulness
 #    on these inputs. It cannot separate the word's meaning from the oddness of a [PAD] in the
