@@ -101,15 +101,17 @@ def cjk_font() -> str | None:
 
 
 def _use_cjk_font() -> None:
-    """Chinese edition: draw figure text with a CJK font (Latin, digits and math symbols fall back
-    to matplotlib's default per glyph). Without one, Chinese labels would print as empty boxes, so
-    warn once, naming the package, and carry on."""
+    """Chinese edition: figure text keeps matplotlib's DejaVu Sans (so Latin, digits and symbols
+    such as ᵀ or ∂ look as in English) and falls back glyph by glyph to a CJK font for Chinese; the
+    generic "sans-serif" (which a lesson may name after another family) becomes the CJK font.
+    Without one, Chinese labels would print as empty boxes: warn once, naming the package, and
+    carry on."""
     name = cjk_font()
     if name is None:
         print("warning: no CJK font found; Chinese figure labels will show as boxes. "
               "Install one: apt-get install -y fonts-noto-cjk", file=sys.stderr)
         return
-    matplotlib.rcParams["font.family"] = "sans-serif"
+    matplotlib.rcParams["font.family"] = ["DejaVu Sans", name]
     matplotlib.rcParams["font.sans-serif"] = [name, *matplotlib.rcParams["font.sans-serif"]]
 
 

@@ -7,6 +7,7 @@ edit must be reported naming the lesson, the cell and the side that changed.
 """
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -210,6 +211,20 @@ def test_the_zh_figure_font_has_real_glyphs() -> None:
     assert ti.any() and (ti.shape != du.shape or not np.array_equal(ti, du))
 
 
+def test_zh_figure_labels_have_every_glyph() -> None:
+    """A zh lesson's figure text mixes Chinese, Latin and math symbols; with _common's zh font set-up
+    matplotlib finds a glyph for each (a missing one is a "Glyph ... missing" warning, an error here)."""
+    code = ("import _common, matplotlib.pyplot as plt\n"
+            "fig, ax = plt.subplots()\n"
+            "ax.set_title('softmax的雅可比矩阵diag(s) − s sᵀ，∂L/∂z（目标）')\n"
+            "ax.text(0.5, 0.5, 'x（常量）', family=['monospace', 'sans-serif'])\n"
+            "fig.canvas.draw()\n")
+    proc = subprocess.run([sys.executable, "-W", "error::UserWarning", "-c", code], cwd=ROOT / "lessons",
+                          env={**os.environ, "LESSON_LANG": "zh", "MPLBACKEND": "Agg"},
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
 def test_missing_cjk_font_warns_once_naming_the_package(monkeypatch, capsys) -> None:
     sys.path.insert(0, str(ROOT / "lessons"))
     try:
@@ -220,9 +235,11 @@ def test_missing_cjk_font_warns_once_naming_the_package(monkeypatch, capsys) -> 
 
     monkeypatch.setattr(_common, "cjk_font", lambda: None)
     monkeypatch.setitem(matplotlib.rcParams, "font.sans-serif", ["DejaVu Sans"])
+    monkeypatch.setitem(matplotlib.rcParams, "font.family", ["sans-serif"])
     _common._use_cjk_font()
     assert "apt-get install -y fonts-noto-cjk" in capsys.readouterr().err
     assert matplotlib.rcParams["font.sans-serif"] == ["DejaVu Sans"]        # fell back, unchanged
+    assert matplotlib.rcParams["font.family"] == ["sans-serif"]
 
 
 def test_student_copy_drops_the_answers_translation(tmp_path) -> None:
