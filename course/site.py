@@ -287,7 +287,9 @@ def build_editions(out: Path, root: Path = ROOT, *, langs: tuple[str, ...] = i18
     in one pool (``execute_lessons``); a student tree is not executed."""
     t0 = time.perf_counter()
     root, out = Path(root).resolve(), Path(out)
-    lessons, _ = load_lessons(root)
+    # Every edition's lessons load first: a missing or malformed translation fails now, not after
+    # minutes of running lessons.
+    lessons = [load_lessons(root, lang)[0] for lang in langs][0]
     runs = execute_lessons(root / "lessons", [i.file for i in lessons], jobs, langs) if root == ROOT else {}
     executed = time.perf_counter() - t0
     _clear(out)

@@ -1,10 +1,13 @@
 """The course site (``python -m course.site``), built once and opened page by page in a real browser.
 
-The executed build is shared by every test here (it runs all the lessons, ~2 min on 2 cores); the
-instructor edition reuses its execution. Each page is opened from ``file://`` in headless Chromium
-(Debian's ``chromium`` driven by Playwright), which checks what a reader would see: no console
-errors, every image decoded, no math left as raw ``$...$``, and every internal link landing on a file
-(and anchor) that exists. A screenshot of each page goes to ``<site>/_screenshots/``.
+The executed build is shared by every test here: the English and Chinese editions side by side
+(``build_editions``: all the lessons run once, plus a second run of those whose figures have Chinese
+labels, in one pool; ~2-3 min on 2 cores); the instructor edition reuses the English execution.
+Each page is opened from ``file://`` in headless Chromium (Debian's ``chromium`` driven by
+Playwright), which checks what a reader would see: no console errors, every image decoded, no math
+left as raw ``$...$``, and every internal link landing on a file (and anchor) that exists. A
+screenshot of each page goes to ``<site>/_screenshots/``. The zh pages also switch to their English
+twin and back, and must draw Chinese text with real glyphs (not tofu).
 
 Set COURSE_SITE_OUT=DIR to build into DIR (and keep it, screenshots included) instead of a temp dir.
 """
@@ -21,8 +24,8 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
+from course import i18n, site
 from course import notebook as nb
-from course import site
 
 ROOT = Path(__file__).resolve().parent.parent
 LESSONS = sorted((ROOT / "lessons").glob("[0-9][0-9]_*.py"))
@@ -39,11 +42,15 @@ def site_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def built(site_dir: Path) -> dict[str, site.BuildReport]:
-    """The default (executed) edition and the instructor edition, which reuses its execution."""
-    default = site.build(site_dir / "default")
-    print(f"\nsite build: {default.seconds:.1f} s (lessons {default.execute_seconds:.1f} s)")
+    """The default (executed) English and Chinese editions, built together into ``site/en`` and
+    ``site/zh``, and the instructor edition, which reuses the English execution."""
+    editions = site.build_editions(site_dir / "site")
+    default, zh = editions["en"], editions["zh"]
+    print(f"\nsite build en + zh: lessons {default.execute_seconds:.1f} s, pages en {default.seconds:.1f} s, "
+          f"zh {zh.seconds:.1f} s; lessons run twice (they call _common.tr): "
+          f"{sum(zh.runs[n] is not default.runs[n] for n in default.runs)}/{len(default.runs)}")
     instructor = site.build(site_dir / "instructor", instructor=True, runs=default.runs)
-    return {"default": default, "instructor": instructor}
+    return {"default": default, "zh": zh, "instructor": instructor}
 
 
 @pytest.fixture(scope="module")
@@ -130,6 +137,73 @@ def test_every_page_in_chromium(built, browser) -> None:
     assert len(report.pages) >= len(LESSONS) + 1
     _open_every_page(browser, report, screenshots=True)
     assert {p.stem for p in (report.out / "_screenshots").glob("*.png")} >= {"index", "lessons__01_computation_graph"}
+
+
+def test_zh_edition_in_chromium(built, browser) -> None:
+    report = built["zh"]
+    assert {p.relative_to(report.out).as_posix() for p in report.pages} >= \
+        {p.relative_to(built["default"].out).as_posix() for p in built["default"].pages} | {"glossary.html"}
+    _open_every_page(browser, report, screenshots=True)
+    shots = report.out / "_screenshots"
+    print(f"\nzh screenshots: {shots / 'index.png'}, {shots / 'lessons__03_bce_derivation.png'}")
+
+
+def test_language_switch_goes_both_ways(built, browser) -> None:
+    """Every page of each edition links to the same page of the other; following it and back
+    returns to the page it started from."""
+    en, zh = built["default"], built["zh"]
+    for report, other in ((en, zh), (zh, en)):
+        for path in report.pages:
+            rel = path.relative_to(report.out)
+            text = path.read_text(encoding="utf-8")
+            href = re.search(r'<a href="([^"]+)" class="lang-switch"', text)
+            assert href, f"{rel}: no language switch"
+            assert (path.parent / href.group(1)).resolve() == (other.out / rel).resolve(), rel
+    page = browser.new_page()
+    start = en.out / "lessons" / "03_bce_derivation.html"
+    page.goto(start.as_uri())
+    page.click("nav.top a.lang-switch")
+    assert page.url == (zh.out / "lessons" / "03_bce_derivation.html").as_uri()
+    assert page.evaluate("document.documentElement.lang") == "zh-CN"
+    assert "二元交叉熵" in page.evaluate("document.body.innerText")
+    page.click("nav.top a.lang-switch")
+    assert page.url == start.as_uri()
+    page.close()
+
+
+# Draw one character on a canvas in the page's own font and return its pixels. A font without the
+# glyph draws the same tofu box for every character, so two characters must differ.
+_GLYPH_PIXELS = """ch => {
+  const c = document.createElement('canvas'); c.width = c.height = 64;
+  const ctx = c.getContext('2d');
+  ctx.font = '48px ' + getComputedStyle(document.querySelector('main p')).fontFamily;
+  ctx.fillText(ch, 4, 52);
+  return Array.from(ctx.getImageData(0, 0, 64, 64).data.filter((_, i) => i % 4 === 3));
+}"""
+
+
+def test_zh_pages_and_figures_show_real_cjk_glyphs(built, browser) -> None:
+    zh = built["zh"]
+    page = browser.new_page(viewport={"width": 1100, "height": 900})
+    page.goto((zh.out / "lessons" / "07_tokenizer.html").as_uri())
+    ti, du = page.evaluate(_GLYPH_PIXELS, "梯"), page.evaluate(_GLYPH_PIXELS, "度")
+    assert any(ti) and ti != du, "Chinese characters render as identical boxes (tofu): no CJK font"
+    figure = page.locator('img[src="figures/07_token_offsets.png"]')
+    shot = zh.out / "_screenshots" / "zh_figure_07_token_offsets.png"
+    figure.screenshot(path=str(shot))
+    page.close()
+    print(f"\nzh figure screenshot: {shot}")
+    # The zh run drew its own figure (Chinese title), not a copy of the English one.
+    en_png = (built["default"].out / "lessons" / "figures" / "07_token_offsets.png").read_bytes()
+    assert (zh.out / "lessons" / "figures" / "07_token_offsets.png").read_bytes() != en_png
+
+
+def test_zh_notebooks_carry_the_translation(built) -> None:
+    for lesson in LESSONS:
+        cells = i18n.load(lesson, "zh")
+        notebook = json.loads((built["zh"].out / "notebooks" / f"{lesson.stem}.ipynb").read_text(encoding="utf-8"))
+        expected = [c.source for c in cells if "answers" not in c.tags]
+        assert ["".join(c["source"]) for c in notebook["cells"]] == expected, lesson.name
 
 
 def test_instructor_edition_in_chromium(built, browser) -> None:
@@ -260,3 +334,12 @@ def test_build_refuses_to_replace_a_folder_that_is_not_a_site(tmp_path) -> None:
     assert (tmp_path / "precious" / "notes.txt").read_text(encoding="utf-8") == "keep me"
     site.build(tmp_path / "fresh", tree, execute=False)
     site.build(tmp_path / "fresh", tree, execute=False)  # a previous build is replaced
+
+
+def test_a_missing_translation_fails_the_build_naming_it(tmp_path) -> None:
+    tree = _fake_tree(tmp_path / "tree", "print(x + 1)")
+    (tree / "lessons" / "zh").mkdir()
+    (tree / "lessons" / "zh" / "01_fine.md").write_text("<!-- cell 0 -->\n# 第1课——好\n", encoding="utf-8")
+    with pytest.raises(site.BuildError, match="02_broken.py: no zh translation"):
+        site.build_editions(tmp_path / "out", tree)
+    assert not (tmp_path / "out").exists()
