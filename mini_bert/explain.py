@@ -183,16 +183,16 @@ def _decision(model, z: np.ndarray) -> tuple[int, str, float]:
     return k, names.get(k, str(k)), float(p[k] / p.sum())
 
 
-def _explanations(model, tokenizer, enc, scores, logits, targets, method, **extra) -> list[Explanation]:
+def _explanations(model, tokenizer, enc, scores, logits, targets, method, **per_text) -> list[Explanation]:
+    """One Explanation per row of the batch, cut to its real tokens; ``per_text``: arrays [B] of
+    further fields (IG's baseline logit and gap)."""
     out = []
     for i, (ids, mask) in enumerate(zip(enc["input_ids"], enc["attention_mask"])):
         n = int(mask.sum())
         k, name, prob = _decision(model, logits[i])
-        fields = {key: (v[i] if isinstance(v, np.ndarray) else v) for key, v in extra.items()}
         out.append(Explanation(tokenizer.convert_ids_to_tokens(ids[:n].tolist()), scores[i, :n].copy(),
                                method, int(targets[i]), float(logits[i, targets[i]]), k, name, prob,
-                               **{key: (float(v) if isinstance(v, np.floating) else v)
-                                  for key, v in fields.items()}))
+                               **{key: float(v[i]) for key, v in per_text.items()}))
     return out
 
 
@@ -241,7 +241,9 @@ def integrated_gradients(model, tokenizer, text: str | Sequence[str], text_pair:
     f, f0 = logits[rows, t], base_logits[rows, t]
     gap = np.abs(scores.sum(axis=1) - (f - f0))
     out = _explanations(model, tokenizer, enc, scores, logits, t, "integrated_gradients",
-                        baseline_logit=f0, gap=gap, steps=steps)
+                        baseline_logit=f0, gap=gap)
+    for e in out:
+        e.steps = steps
     return out if batched else out[0]
 
 

@@ -45,14 +45,14 @@ def rel_err(ours: np.ndarray, ref: np.ndarray) -> float:
 
 @pytest.fixture(scope="module")
 def tuned(tmp_path_factory):
-    """MiniLM with a 2-class head after 3 AdamW steps on 8 SST-2 sentences; ours and HF's from the
+    """MiniLM with a 2-class head after 3 AdamW steps on 8 SST-2 sentences (16 tokens); ours and HF's from the
     saved checkpoint, both float64 and in eval mode."""
     examples, names = parity_examples(8)
     base = default_model_dir()
     model = load_ours(base, "ce", names, seed=0)
     tok = BertTokenizer.from_pretrained(base)
     opt = mg.optim.AdamW(model.parameters(), lr=1e-4)
-    enc, y = D.encode_batch(tok, examples, 32), D.label_ids(examples, names)
+    enc, y = D.encode_batch(tok, examples, 16), D.label_ids(examples, names)
     for _ in range(3):
         opt.zero_grad()
         model(**enc, labels=y).loss.backward()
