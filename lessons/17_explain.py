@@ -166,6 +166,7 @@ for method in X.METHODS:
         if method == "riemann_trapezoid":
             gaps["trapezoid rescaled"].append(abs(e.scores.sum() * n / (n - 1) - (e.logit - e.baseline_logit)))
 change = abs(e.logit - e.baseline_logit)
+print(f"f(x) − f(baseline) = {e.logit - e.baseline_logit:+.4f} (logit {e.target})")
 for name, g in gaps.items():
     print(f"{name:>19s}: " + "  ".join(f"n={n}: {v:.1e}" for n, v in zip(steps, g)))
 # Captum's trapezoid: gap ≈ |f(e) − f(e')|/n once the rule's own O(1/n²) error is small.
