@@ -96,6 +96,15 @@ class TrainConfig:
                           check=POSITIVE)
     adv_alpha: float = _opt(0.3, "PGD step size α", float, check=POSITIVE)
     adv_steps: int = _opt(3, "PGD steps K", int, check=AT_LEAST_1)
+    distill_from: str | None = _opt(None, "knowledge distillation: a fine-tuned classification "
+                                          "checkpoint, the teacher; the student starts from its "
+                                          "layers 0, 2, 4, ... (replaces --model)")
+    student_layers: int | None = _opt(None, "the student's layers K (default: half the teacher's, "
+                                            "rounded up)", int, check=AT_LEAST_1)
+    temperature: float | None = _opt(None, "distillation temperature T (default: 2)", float,
+                                     check=POSITIVE)
+    alpha: float | None = _opt(None, "loss = alpha·KD + (1 − alpha)·task loss (default: 0.5)",
+                               float, check=UNIT)
 
 
 def flag(name: str) -> str:
@@ -124,7 +133,25 @@ def validate_flags(cfg: TrainConfig) -> None:
         raise UsageError("--resume continues a run and --overwrite replaces one: give only one")
     if cfg.lora_r and not any(comma_list(cfg.lora_targets)):
         raise UsageError("--lora-targets is empty; name the Linear layers that get LoRA (e.g. query,value)")
+    _check_distill_flags(cfg)
     _check_device(cfg.device)
+
+
+def _check_distill_flags(cfg: TrainConfig) -> None:
+    """The distillation settings mean nothing without a teacher, and the student is the teacher's."""
+    if cfg.distill_from is None:
+        given = [flag(n) for n in ("student_layers", "temperature", "alpha") if getattr(cfg, n) is not None]
+        if given:
+            verb = "apply" if len(given) > 1 else "applies"
+            raise UsageError(f"{', '.join(given)} only {verb} to distillation: add --distill-from TEACHER_DIR")
+        return
+    if cfg.model is not None:
+        raise UsageError("--model and --distill-from: the student is built from the teacher's layers; "
+                         "give only --distill-from")
+    for name in ("lora_r", "adversarial"):
+        if getattr(cfg, name):
+            raise UsageError(f"{flag(name)} with --distill-from is not supported; distil first, then "
+                             "run it on the student")
 
 
 def _check_device(device: str) -> None:
