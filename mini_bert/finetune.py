@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 import minigrad as mg
 
 from . import data as D
-from . import peft, tracking
+from . import distill, peft, tracking
 from .adversarial import FGM, PGD
 from .checkpoint import CheckpointError, default_model_dir, find_weights
 from .config import BertConfig
@@ -174,6 +174,7 @@ class Run:
     attack: object
     output: str
     resumed: bool
+    teacher: BertForSequenceClassification | None = None  # distillation only
 
 
 def check_model_dir(cfg: TrainConfig) -> tuple[str, BertConfig]:
@@ -227,8 +228,15 @@ def setup(cfg: TrainConfig) -> Run:
     check_output_dir(output, resume_dir, cfg.overwrite)
     d = load_data(cfg)  # every data error surfaces here, before the model is even loaded
     log(f"data: {json.dumps(d['stats'])}")
-    model_dir, _ = check_model_dir(cfg)
-    tok, model = load_model(cfg, model_dir, d["names"], resume_dir)
+    teacher = None
+    if cfg.distill_from:
+        tok, model, teacher, ids = distill.prepare(cfg, head_config(cfg.loss, d["names"]), resume_dir)
+        log(f"distillation: student layers {','.join(map(str, ids))} of the teacher's "
+            f"{teacher.config.num_hidden_layers}; T = {cfg.temperature}, "
+            f"loss = {cfg.alpha}·KD + {1 - cfg.alpha:g}·{cfg.loss}")
+    else:
+        model_dir, _ = check_model_dir(cfg)
+        tok, model = load_model(cfg, model_dir, d["names"], resume_dir)
     attack = None if cfg.adversarial is None else (
         FGM(model, cfg.adv_eps) if cfg.adversarial == "fgm" else
         PGD(model, cfg.adv_eps, cfg.adv_alpha, cfg.adv_steps))
@@ -243,6 +251,9 @@ def setup(cfg: TrainConfig) -> Run:
         run.update(lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_targets=cfg.lora_targets)
     if cfg.adversarial:
         run.update(adversarial=cfg.adversarial, adv_eps=cfg.adv_eps)
+    if cfg.distill_from:
+        run.update(distill_from=os.path.abspath(cfg.distill_from), student_layers=cfg.student_layers,
+                   temperature=cfg.temperature, alpha=cfg.alpha)
     state = TrainerState(run=run)
     if resume_dir:
         state = load_state(resume_dir, opt, sched, run)
@@ -258,7 +269,7 @@ def setup(cfg: TrainConfig) -> Run:
         gone = clear_run(output)
         if gone:
             log(f"--overwrite: deleted the previous run's {', '.join(gone)} in {output}")
-    return Run(cfg, d, tok, model, opt, sched, state, steps, attack, output, resume_dir is not None)
+    return Run(cfg, d, tok, model, opt, sched, state, steps, attack, output, resume_dir is not None, teacher)
 
 
 # ---- the loop --------------------------------------------------------------------------------------
@@ -292,7 +303,7 @@ def run_loop(r: Run) -> dict:
                 epoch, idx = next(stream)
                 state.micro_batch += 1
                 batch, yb = [d["train"][i] for i in idx], d["y_train"][idx]
-                loss = forward(model, tok, batch, yb, cfg).loss
+                loss = training_loss(r, batch, yb)
                 value = loss.item()
                 _check_finite(value, "training loss", state, last_dir)
                 if r.attack is None:
@@ -335,6 +346,17 @@ def run_loop(r: Run) -> dict:
             "best_step": state.best_step, "best_dir": best_dir, "last_dir": last_dir,
             "output": r.output, "data": d["stats"], "seconds": seconds,
             "seconds_per_step": seconds / max(1, state.step - start_step)}
+
+
+def training_loss(r: Run, batch: list, yb: np.ndarray) -> mg.Tensor:
+    """The task loss; with a teacher, alpha·KD + (1 − alpha)·task loss (the teacher in eval mode,
+    without a graph: only the student learns)."""
+    out = forward(r.model, r.tok, batch, yb, r.cfg)
+    if r.teacher is None or r.cfg.alpha == 0:  # alpha 0: the labels only, no teacher pass needed
+        return out.loss
+    with mg.no_grad():
+        teacher_logits = r.teacher(**D.encode_batch(r.tok, batch, r.cfg.max_length)).logits
+    return distill.distillation_loss(out.logits, out.loss, teacher_logits, r.cfg.temperature, r.cfg.alpha)
 
 
 def _check_finite(value: float, what: str, state: TrainerState, last_dir: str) -> None:

@@ -101,6 +101,15 @@ class TrainConfig:
                           choices=("none", "tensorboard", "wandb"))
     histogram_every: int = _opt(0, "with --report-to: histograms of each layer's parameters and "
                                    "gradients every N steps (0: none)", int, check=NON_NEGATIVE)
+    distill_from: str | None = _opt(None, "knowledge distillation: a fine-tuned classification "
+                                          "checkpoint, the teacher; the student starts from its "
+                                          "layers 0, 2, 4, ... (replaces --model)")
+    student_layers: int | None = _opt(None, "the student's layers K (default: half the teacher's, "
+                                            "rounded up)", int, check=AT_LEAST_1)
+    temperature: float | None = _opt(None, "distillation temperature T (default: 2)", float,
+                                     check=POSITIVE)
+    alpha: float | None = _opt(None, "loss = alpha·KD + (1 − alpha)·task loss (default: 0.5)",
+                               float, check=UNIT)
 
 
 def flag(name: str) -> str:
@@ -132,7 +141,25 @@ def validate_flags(cfg: TrainConfig) -> None:
     if cfg.histogram_every and cfg.report_to == "none":
         raise UsageError("--histogram-every needs --report-to tensorboard or wandb (metrics.jsonl "
                          "holds no histograms)")
+    _check_distill_flags(cfg)
     _check_device(cfg.device)
+
+
+def _check_distill_flags(cfg: TrainConfig) -> None:
+    """The distillation settings mean nothing without a teacher, and the student is the teacher's."""
+    if cfg.distill_from is None:
+        given = [flag(n) for n in ("student_layers", "temperature", "alpha") if getattr(cfg, n) is not None]
+        if given:
+            verb = "apply" if len(given) > 1 else "applies"
+            raise UsageError(f"{', '.join(given)} only {verb} to distillation: add --distill-from TEACHER_DIR")
+        return
+    if cfg.model is not None:
+        raise UsageError("--model and --distill-from: the student is built from the teacher's layers; "
+                         "give only --distill-from")
+    for name in ("lora_r", "adversarial"):
+        if getattr(cfg, name):
+            raise UsageError(f"{flag(name)} with --distill-from is not supported; distil first, then "
+                             "run it on the student")
 
 
 def _check_device(device: str) -> None:
