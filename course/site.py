@@ -269,8 +269,9 @@ def build(out: Path, root: Path = ROOT, *, instructor: bool = False, execute: bo
             write(a.page, P.assignment_page(a, by_number, banner=banner, ed=ed))
         else:
             print(f"warning: assignment module {a.module} not built ({a.error})", file=sys.stderr)
-    if lang != "en":
-        write("glossary.html", P.glossary_page(ed, banner=banner))
+    # In every edition, so the language switch of the zh glossary lands on a page; linked from the
+    # zh navigation.
+    write("glossary.html", P.glossary_page(ed, banner=banner))
     syllabus = root / "course" / ("syllabus.md" if lang == "en" else f"{lang}/syllabus.md")
     note = ed.t("built_run" if execute else "built_not_run", when=time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()))
     write("index.html", P.index_page(lessons, assignments,
