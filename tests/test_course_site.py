@@ -46,9 +46,12 @@ def built(site_dir: Path) -> dict[str, site.BuildReport]:
     ``site/zh``, and the instructor edition, which reuses the English execution."""
     editions = site.build_editions(site_dir / "site")
     default, zh = editions["en"], editions["zh"]
-    print(f"\nsite build en + zh: lessons {default.execute_seconds:.1f} s, pages en {default.seconds:.1f} s, "
-          f"zh {zh.seconds:.1f} s; lessons run twice (they call _common.tr): "
-          f"{sum(zh.runs[n] is not default.runs[n] for n in default.runs)}/{len(default.runs)}")
+    rerun = [n for n in default.runs if zh.runs[n] is not default.runs[n]]
+    en_s = sum(r.seconds for runs in default.runs.values() for r in runs if r)
+    zh_s = sum(r.seconds for n in rerun for r in zh.runs[n] if r)
+    print(f"\nsite build en + zh: lessons {default.execute_seconds:.1f} s wall, pages en {default.seconds:.1f} s, "
+          f"zh {zh.seconds:.1f} s; {len(rerun)}/{len(default.runs)} lessons run again for zh (they call "
+          f"_common.tr): cell time en {en_s:.0f} s + zh {zh_s:.0f} s")
     instructor = site.build(site_dir / "instructor", instructor=True, runs=default.runs)
     return {"default": default, "zh": zh, "instructor": instructor}
 
