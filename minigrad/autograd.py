@@ -130,6 +130,12 @@ class Context:
 
 
 
+def keep_saved(ctx, saved: tuple, derived: tuple) -> tuple:
+    """A ``Function.regraph`` for ops whose saved float arrays besides inputs and output are
+    constants of the loss (a target, class weights): they stay constants."""
+    return saved
+
+
 class Function:
     """Base class of every op. Subclasses define ``forward`` and ``backward`` as static methods."""
 
@@ -140,6 +146,18 @@ class Function:
     @staticmethod
     def backward(ctx: Context, grad):
         raise NotImplementedError
+
+    @staticmethod
+    def regraph(ctx, saved: tuple, derived: tuple) -> tuple:
+        """``create_graph`` only: ``saved`` are this node's saved arrays unpacked as Tensors (see
+        graph_backward.py), ``derived`` the positions of float arrays that are neither an input nor
+        the output. An op that saves such an intermediate overrides this to rebuild it from its
+        inputs on Tensors (``ctx.xp``), or, when they are constants (targets, class weights), to
+        keep them (``keep_saved``). Treating a computed one as a constant would silently give wrong
+        second derivatives, hence this refusal by default."""
+        raise RuntimeError(f"{ctx.name()}: create_graph=True needs this op's saved intermediates as "
+                           "graph nodes, and it has no regraph() to rebuild them; it cannot be "
+                           "differentiated twice yet")
 
     # Facts about the op live on its class, so renaming it cannot lose them (the profiler reads
     # them): FLOPs per element of the largest operand (0 for an op that only moves data), and, when
@@ -225,10 +243,11 @@ def unbroadcast(xp, grad, shape: tuple):
     return xp.reshape(grad, shape)
 
 
-def _topological_order(root) -> list:
-    """Nodes reachable from ``root``, each after every node that consumes it (iterative DFS)."""
+def _topological_order(roots) -> list:
+    """Nodes reachable from ``roots``' nodes, each after every node that consumes it (iterative DFS;
+    the reversed post-order of a DFS forest is a topological order)."""
     order, visited = [], set()
-    stack = [(root.grad_fn, False)]
+    stack = [(r.grad_fn, False) for r in roots if r.grad_fn is not None]
     while stack:
         node, done = stack.pop()
         if done:
@@ -245,29 +264,78 @@ def _topological_order(root) -> list:
     return order
 
 
-def backward(root, grad, retain_graph: bool = False) -> None:
+def _nodes_to_run(order: list, targets: dict) -> set:
+    """The nodes whose backward leads to a target (torch runs no others for ``autograd.grad``): a
+    node runs if one of its parents is a target leaf or a node that is or leads to a target."""
+    leads, run = set(), set()
+    for node in reversed(order):  # parents before their consumers
+        if any(id(p) in leads or (type(p) is not Context and id(p) in targets) for p in node.parents):
+            run.add(id(node))
+            leads.add(id(node))
+        elif id(node) in targets:
+            leads.add(id(node))
+    return run
+
+
+def backward(root, grad, retain_graph: bool = False, create_graph: bool = False) -> None:
+    """Accumulate d(root)/d(leaf) · grad into every leaf's ``.grad`` (see ``run_backward``)."""
+    run_backward([root], [grad], retain_graph, create_graph)
+
+
+def run_backward(roots: list, grads: list, retain_graph: bool = False, create_graph: bool = False,
+                 targets: list | None = None) -> list | None:
     """Reverse-mode sweep: each node's backward runs once, after all its consumers.
 
     Gradients of intermediate nodes live in ``pending`` only until their node has run. The first
     gradient to arrive is kept as is (it may be a view another node also reads); a second one makes
     a fresh sum, which the engine then owns and may add to in place.
+
+    ``grads`` are raw arrays, or Tensors when ``create_graph``: then each node's backward runs on
+    Tensors (``run_recorded``), so the gradients it returns are graph nodes themselves, and sums
+    are made out of place. With ``targets`` (Tensors, leaves or not) nothing is accumulated into
+    ``.grad``: the gradient reaching each target is returned (None where none flows), and only the
+    nodes leading to a target run (``autograd.grad``).
     """
-    if root.grad_fn is None:
-        _accumulate_leaf(root, grad)
-        return
-    pending = {id(root.grad_fn): [grad, False]}
-    for node in _topological_order(root):
+    if create_graph:
+        accumulate = _accumulate_graph
+        add_owned = False  # out-of-place sums: a recorded gradient must not change under its graph
+    else:
+        accumulate, add_owned = _accumulate_leaf, True
+    want = None if targets is None else {id(t.grad_fn if t.grad_fn is not None else t): i
+                                         for i, t in enumerate(targets)}
+    captured = None if targets is None else [None] * len(targets)
+    pending = {}
+    for root, grad in zip(roots, grads):
+        if root.grad_fn is None:
+            if want is None:
+                accumulate(root, grad)
+            elif id(root) in want:
+                _capture(captured, want[id(root)], grad)
+            continue
+        slot = pending.get(id(root.grad_fn))
+        pending[id(root.grad_fn)] = [grad if slot is None else slot[0] + grad, False]
+    order = _topological_order(roots)
+    run = None if want is None else _nodes_to_run(order, want)
+    for node in order:
         entry = pending.pop(id(node), None)
         if entry is None:
             continue
+        if want is not None:
+            if id(node) in want:
+                _capture(captured, want[id(node)], entry[0])
+            if id(node) not in run:
+                continue
         if node.freed:
             raise _freed_error(node)
         if node.versions:
             node.check_versions()
-        if _profiling and getattr(_state, "profiler", None) is not None:
-            grads = _state.profiler.run_backward(node, entry[0])
+        if create_graph:
+            xp = graph_namespace(node.xp, node.device)
+            grads = run_recorded(node, entry[0], xp)
+        elif _profiling and getattr(_state, "profiler", None) is not None:
+            xp, grads = node.xp, _state.profiler.run_backward(node, entry[0])
         else:
-            grads = node.fn.backward(node, entry[0])
+            xp, grads = node.xp, node.fn.backward(node, entry[0])
         if not isinstance(grads, tuple):
             grads = (grads,)
         if not retain_graph:
@@ -281,9 +349,12 @@ def backward(root, grad, retain_graph: bool = False) -> None:
         for parent, shape, g, need in zip(node.parents, node.shapes, grads, node.needs_input_grad):
             if not need or g is None:
                 continue
-            g = unbroadcast(node.xp, g, shape)
+            g = unbroadcast(xp, g, shape)
             if type(parent) is not Context:  # a leaf Tensor
-                _accumulate_leaf(parent, g)
+                if want is None:
+                    accumulate(parent, g)
+                elif id(parent) in want:
+                    _capture(captured, want[id(parent)], g)
                 continue
             slot = pending.get(id(parent))
             if slot is None:
@@ -291,9 +362,77 @@ def backward(root, grad, retain_graph: bool = False) -> None:
             elif slot[1]:
                 slot[0] += g
             else:
-                slot[0], slot[1] = slot[0] + g, True
+                slot[0], slot[1] = slot[0] + g, add_owned
         if node.freed:
             node.parents = ()  # drop the links so nodes (and what they saved) die as we go
+    return captured
+
+
+def _as_list(x) -> list:
+    return list(x) if isinstance(x, (list, tuple)) else [x]
+
+
+def seeds(outputs: list, grad_outputs: list, create_graph: bool) -> list:
+    """The backward seed of each output, as torch's ``_make_grads``: ones for a scalar output given
+    no gradient, else the given gradient, checked against the output's shape. Raw arrays, or Tensors
+    when ``create_graph`` (a gradient that requires grad then joins the graph)."""
+    Tensor = _tensor.Tensor
+    if len(grad_outputs) != len(outputs):
+        raise RuntimeError(f"got {len(outputs)} tensors and {len(grad_outputs)} gradients")
+    out = []
+    for i, (o, g) in enumerate(zip(outputs, grad_outputs)):
+        if not o.requires_grad:
+            raise RuntimeError(f"element {i} of tensors does not require grad and does not have a grad_fn")
+        if g is None:
+            if o.numel() != 1:
+                raise RuntimeError(f"grad can be implicitly created only for scalar outputs; output {i} "
+                                   f"has shape {o.shape}: pass a gradient of that shape")
+            g = o._xp.ones(o.shape, o.dtype, o.device)
+        elif isinstance(g, Tensor):
+            if g.shape != o.shape:
+                raise RuntimeError(f"Mismatch in shape: grad_output[{i}] has a shape of {g.shape} and "
+                                   f"output[{i}] has a shape of {o.shape}.")
+            out.append(g if create_graph else g._data)
+            continue
+        else:
+            g = o._xp.array(g, dtype=o.dtype, device=o.device)
+            if tuple(g.shape) != o.shape:
+                raise RuntimeError(f"Mismatch in shape: grad_output[{i}] has a shape of {tuple(g.shape)} "
+                                   f"and output[{i}] has a shape of {o.shape}.")
+        out.append(Tensor._make(g, o._xp, o.device) if create_graph else g)
+    return out
+
+
+def grad(outputs, inputs, grad_outputs=None, retain_graph: bool | None = None, create_graph: bool = False,
+         allow_unused: bool = False) -> tuple:
+    """torch.autograd.grad: the gradients of ``outputs`` (weighted by ``grad_outputs``) with respect
+    to each of ``inputs`` (leaves or not), as a tuple; no ``.grad`` is touched. With
+    ``create_graph=True`` the gradients are graph nodes, to be differentiated again (Hessian-vector
+    products, gradient penalties). ``retain_graph`` defaults to ``create_graph``, as in torch. An
+    input no gradient reaches is an error, or None with ``allow_unused=True``."""
+    outputs, inputs = _as_list(outputs), _as_list(inputs)
+    grad_outputs = [None] * len(outputs) if grad_outputs is None else _as_list(grad_outputs)
+    for t in inputs:
+        if not t.requires_grad:
+            raise RuntimeError("One of the differentiated Tensors does not require grad")
+    retain = create_graph if retain_graph is None else retain_graph
+    found = run_backward(outputs, seeds(outputs, grad_outputs, create_graph), retain, create_graph, inputs)
+    result = []
+    for i, (t, g) in enumerate(zip(inputs, found)):
+        if g is None:
+            if not allow_unused:
+                raise RuntimeError(f"The differentiated Tensor at index {i} appears to not have been used "
+                                   "in the graph. Set allow_unused=True if this is the desired behavior.")
+            result.append(None)
+        elif create_graph:
+            result.append(g)
+        else:  # a fresh array: g may be shared with another input's gradient (Add hands both the same)
+            result.append(_tensor.Tensor._make(t._xp.copy(g), t._xp, t.device))
+    return tuple(result)
+
+
+def _capture(captured: list, i: int, g) -> None:
+    captured[i] = g if captured[i] is None else captured[i] + g
 
 
 def _accumulate_leaf(t, g) -> None:
@@ -308,7 +447,18 @@ def _accumulate_leaf(t, g) -> None:
         t.grad._data = t._xp.copy(t.grad._data + g) if t.grad._data.ndim == 0 else t.grad._data + g
 
 
+def _accumulate_graph(t, g) -> None:
+    """``create_graph`` accumulation, as torch's: ``.grad`` becomes a graph node (a clone of the
+    first gradient, so two leaves never share one Tensor), and a later one is added out of place,
+    so the graph that computed the old ``.grad`` stays valid."""
+    if not t.requires_grad:
+        return
+    with enable_grad():
+        t.grad = g.clone() if t.grad is None else t.grad + g
+
+
 # tensor.py imports this module, so the Tensor class is reached through its module, imported here
 # at the bottom (Function exists by now) and read at call time. A ``from .tensor import Tensor``
 # inside apply() would run the import machinery once per op.
 from . import tensor as _tensor  # noqa: E402
+from .graph_backward import graph_namespace, run_recorded  # noqa: E402

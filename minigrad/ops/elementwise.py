@@ -271,6 +271,11 @@ class Erf(Function):
         return g * (2 * _INV_SQRT_PI) * ctx.xp.exp(-a * a)
 
 
+def _tanh_gate(xp, a):
+    """tanh(√(2/π) (a + 0.044715 a³)), tanh-GELU's gate (its forward, and its regraph)."""
+    return xp.tanh(_SQRT_2_OVER_PI * (a + 0.044715 * a * a * a))
+
+
 class Gelu(Function):
     """GELU, fused.
 
@@ -287,13 +292,18 @@ class Gelu(Function):
         xp = ctx.xp
         ctx.approximate = approximate
         if approximate == "tanh":
-            t = xp.tanh(_SQRT_2_OVER_PI * (a + 0.044715 * a * a * a))
+            t = _tanh_gate(xp, a)
             ctx.save_for_backward(a, t)
             return 0.5 * a * (1 + t)
         if approximate != "none":
             raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
         ctx.save_for_backward(a, None)  # Φ(a) is recomputed in backward: one pass, not one array
         return xp.x_normal_cdf(a)  # a·Φ(a), Φ(a) = (1 + erf(a/√2)) / 2
+
+    @staticmethod
+    def regraph(ctx, saved, derived):
+        a = saved[0]
+        return a, _tanh_gate(ctx.xp, a)
 
     @staticmethod
     def backward(ctx, g):

@@ -12,6 +12,19 @@ from ..autograd import Function
 from .matmul import matmul_flops
 
 
+def log_softmax(xp, x, axis):
+    """x - max x - log Σ e^(x - max x) along ``axis`` (LogSoftmax's and CrossEntropy's forward)."""
+    shifted = x - xp.amax(x, axis=axis, keepdims=True)
+    return shifted - xp.log(xp.sum(xp.exp(shifted), axis=axis, keepdims=True))
+
+
+def _normalize(xp, x, axes, eps):
+    """(x̂, 1/sqrt(σ² + eps)) over ``axes``: LayerNorm's forward, and its regraph under create_graph."""
+    xc = x - xp.mean(x, axis=axes, keepdims=True)
+    rstd = 1.0 / xp.sqrt(xp.mean(xc * xc, axis=axes, keepdims=True) + eps)
+    return xc * rstd, rstd
+
+
 class Softmax(Function):
     """s = e^(x - max x) / Σ e^(x - max x) along ``axis`` (the max keeps exp from overflowing).
 
@@ -43,9 +56,7 @@ class LogSoftmax(Function):
 
     @staticmethod
     def forward(ctx, x, axis):
-        xp = ctx.xp
-        shifted = x - xp.amax(x, axis=axis, keepdims=True)
-        y = shifted - xp.log(xp.sum(xp.exp(shifted), axis=axis, keepdims=True))
+        y = log_softmax(ctx.xp, x, axis)
         ctx.save_for_backward(y)
         ctx.axis = axis
         return y
@@ -68,20 +79,23 @@ class LayerNorm(Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, n, eps):
-        xp = ctx.xp
         axes = tuple(range(x.ndim - n, x.ndim))
-        xc = x - xp.mean(x, axis=axes, keepdims=True)
-        rstd = 1.0 / xp.sqrt(xp.mean(xc * xc, axis=axes, keepdims=True) + eps)
-        xhat = xc * rstd
-        ctx.save_for_backward(xhat, rstd, weight)
-        ctx.axes = axes
+        xhat, rstd = _normalize(ctx.xp, x, axes, eps)
+        # x too (torch's layer norm keeps its input as well): create_graph rebuilds x̂ and rstd from it.
+        ctx.save_for_backward(xhat, rstd, weight, x)
+        ctx.axes, ctx.eps = axes, eps
         y = xhat * weight if weight is not None else xhat
         return y + bias if bias is not None else y
 
     @staticmethod
+    def regraph(ctx, saved, derived):
+        *_, weight, x = saved
+        return (*_normalize(ctx.xp, x, ctx.axes, ctx.eps), weight, x)
+
+    @staticmethod
     def backward(ctx, g):
         xp, axes = ctx.xp, ctx.axes
-        xhat, rstd, weight = ctx.saved_tensors
+        xhat, rstd, weight, _ = ctx.saved_tensors
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
         gx = None
         if need_x:

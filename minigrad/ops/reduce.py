@@ -64,13 +64,18 @@ class Var(Function):
         xp = ctx.xp
         d = a - xp.mean(a, axis=axis, keepdims=True)
         denom = max(_count(a.shape, axis) - correction, 0)
-        ctx.save_for_backward(d)
+        ctx.save_for_backward(d, a)  # a: for regraph
         ctx.in_shape, ctx.axis, ctx.keepdims, ctx.denom = a.shape, axis, keepdims, denom
         return xp.sum(d * d, axis=axis, keepdims=keepdims) / denom
 
     @staticmethod
+    def regraph(ctx, saved, derived):
+        a = saved[1]
+        return a - ctx.xp.mean(a, axis=ctx.axis, keepdims=True), a
+
+    @staticmethod
     def backward(ctx, g):
-        (d,) = ctx.saved_tensors
+        d, _ = ctx.saved_tensors
         # Array division, not 2.0 / denom: with denom = 0 it gives nan as torch does, not an error.
         return _expand_back(ctx.xp, g, ctx.in_shape, ctx.axis, ctx.keepdims) * d * 2.0 / ctx.denom
 
