@@ -21,8 +21,9 @@ Where g comes from (``grad_wrt``):
   parameter) with ``mg.autograd.grad``, and map it to E's rows by the lookup's transpose,
   g[i] = Σ_{t: id_t = i} ∂L/∂X_t (none for the padding row): the same g as E.grad, so the same
   perturbation. No ``.grad`` is read or cleared on the way, and PGD's inner steps ask for ∂L/∂X
-  only, so the engine can skip every weight gradient there. (If E is also used elsewhere, e.g. a
-  tied MLM decoder, "weight" follows that use too and "output" does not.)
+  only (torch's engine then skips the weight gradients; minigrad's runs only the nodes on the way
+  to X, but each still computes every gradient its forward marked as needed). If E is also used
+  elsewhere, e.g. by a tied MLM decoder, "weight" follows that use too and "output" does not.
 """
 from __future__ import annotations
 
