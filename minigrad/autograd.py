@@ -266,10 +266,11 @@ def _topological_order(roots) -> list:
 
 def _nodes_to_run(order: list, targets: dict) -> set:
     """The nodes whose backward leads to a target (torch runs no others for ``autograd.grad``): a
-    node runs if one of its parents is a target leaf or a node that is or leads to a target."""
+    node runs if one of its parents is a target leaf or a node that is or leads to a target. A freed
+    node has lost its links: it counts as leading there, so that reaching it raises torch's error."""
     leads, run = set(), set()
     for node in reversed(order):  # parents before their consumers
-        if any(id(p) in leads or (type(p) is not Context and id(p) in targets) for p in node.parents):
+        if node.freed or any(id(p) in leads or (type(p) is not Context and id(p) in targets) for p in node.parents):
             run.add(id(node))
             leads.add(id(node))
         elif id(node) in targets:
@@ -320,13 +321,13 @@ def run_backward(roots: list, grads: list, retain_graph: bool = False, create_gr
         entry = pending.pop(id(node), None)
         if entry is None:
             continue
+        if node.freed:
+            raise _freed_error(node)
         if want is not None:
             if id(node) in want:
                 _capture(captured, want[id(node)], entry[0])
             if id(node) not in run:
                 continue
-        if node.freed:
-            raise _freed_error(node)
         if node.versions:
             node.check_versions()
         if create_graph:
