@@ -3,8 +3,8 @@
 #
 # Lesson 9's optimizers use only the gradient g = ∇f. The *Hessian* H = ∇²f, the matrix of second
 # derivatives, says how g itself changes: the curvature. It decides how fast gradient descent can
-# go (lesson 9 quoted "η < 2 divided by the curvature" without proof) and what Newton's method does
-# instead. For a model with n parameters H has n² entries, far too many to build for BERT, but the
+# go (lesson 9 set its learning rate by "η < 2 divided by the curvature") and what Newton's method
+# does instead. For a model with n parameters H has n² entries, far too many to build for BERT, but the
 # product H v with any vector v costs about two backward passes: differentiate ⟨g, v⟩ once more.
 # That needs an engine that can differentiate its own backward: `create_graph=True`.
 #
