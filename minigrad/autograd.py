@@ -302,16 +302,19 @@ def run_backward(roots: list, grads: list, retain_graph: bool = False, create_gr
         add_owned = False  # out-of-place sums: a recorded gradient must not change under its graph
     else:
         accumulate, add_owned = _accumulate_leaf, True
-    want = None if targets is None else {id(t.grad_fn if t.grad_fn is not None else t): i
-                                         for i, t in enumerate(targets)}
-    captured = None if targets is None else [None] * len(targets)
+    want = captured = None
+    if targets is not None:
+        want = {id(t.grad_fn if t.grad_fn is not None else t): i for i, t in enumerate(targets)}
+        captured = [None] * len(targets)
+
+        def accumulate(leaf, g):  # a leaf's gradient goes to the result, not to its .grad
+            i = want.get(id(leaf))
+            if i is not None:
+                _capture(captured, i, g)
     pending = {}
     for root, grad in zip(roots, grads):
         if root.grad_fn is None:
-            if want is None:
-                accumulate(root, grad)
-            elif id(root) in want:
-                _capture(captured, want[id(root)], grad)
+            accumulate(root, grad)
             continue
         slot = pending.get(id(root.grad_fn))
         pending[id(root.grad_fn)] = [grad if slot is None else slot[0] + grad, False]
@@ -352,10 +355,7 @@ def run_backward(roots: list, grads: list, retain_graph: bool = False, create_gr
                 continue
             g = unbroadcast(xp, g, shape)
             if type(parent) is not Context:  # a leaf Tensor
-                if want is None:
-                    accumulate(parent, g)
-                elif id(parent) in want:
-                    _capture(captured, want[id(parent)], g)
+                accumulate(parent, g)
                 continue
             slot = pending.get(id(parent))
             if slot is None:

@@ -188,12 +188,17 @@ class Tensor(TensorMethods, InplaceMixin):
         gradients are graph nodes themselves; ``retain_graph`` defaults to ``create_graph``."""
         if not self.requires_grad:
             raise RuntimeError("backward() on a tensor that does not require grad and has no grad_fn")
-        if gradient is None and self.numel() != 1:
-            raise RuntimeError(f"backward() without a gradient needs a scalar output, this one "
-                               f"has shape {self.shape}; pass gradient= of that shape")
-        if hasattr(gradient, "shape") and tuple(gradient.shape) != self.shape:
-            raise RuntimeError(f"gradient has shape {tuple(gradient.shape)}, expected {self.shape}")
-        (g,) = autograd.seeds([self], [gradient], create_graph)
+        if gradient is None:
+            if self.numel() != 1:
+                raise RuntimeError(f"backward() without a gradient needs a scalar output, this one "
+                                   f"has shape {self.shape}; pass gradient= of that shape")
+            g = self._xp.ones(self.shape, self.dtype, self.device)
+            if create_graph:
+                g = Tensor._make(g, self._xp, self.device)
+        else:
+            if hasattr(gradient, "shape") and tuple(gradient.shape) != self.shape:
+                raise RuntimeError(f"gradient has shape {tuple(gradient.shape)}, expected {self.shape}")
+            (g,) = autograd.seeds([self], [gradient], create_graph)
         retain = create_graph if retain_graph is None else retain_graph
         if inputs is None:
             autograd.backward(self, g, retain_graph=retain, create_graph=create_graph)
