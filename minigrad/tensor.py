@@ -248,6 +248,11 @@ class Tensor(TensorMethods, InplaceMixin):
         return np.asarray(self._xp.to_numpy(self._data))
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        if self.requires_grad and getattr(autograd._state, "graph_backward", False):
+            raise RuntimeError(
+                "create_graph=True: a backward formula turned a Tensor that carries the graph into a "
+                "numpy array (np.* called on it?), which would cut its second derivative; compute "
+                "through ctx.xp instead")
         return self.numpy() if dtype is None else self.numpy().astype(dtype)
 
     def tolist(self) -> list:

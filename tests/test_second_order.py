@@ -94,7 +94,8 @@ OPS = {
     "layer_norm": (lambda x, w, b: F.layer_norm(x, (x.shape[-1],), w, b) ** 2,
                    lambda n, m: [randn(0, (n, m + 1)), randn(1, (m + 1,)), randn(2, (m + 1,))]),
     "dropout": (_dropout, lambda n, m: [randn(0, (n, m))]),
-    "embedding": (lambda w, ids: F.embedding(ids, w) ** 2, lambda n, m: [randn(0, (4, m)), np.array([[1, 3], [1, 0]])]),
+    "embedding": (lambda w, ids: F.embedding(ids, w) ** 2 + F.embedding(ids, w * w, padding_idx=1),
+                  lambda n, m: [randn(0, (4, m)), np.array([[1, 3], [1, 0]])]),
     "linear": (lambda x, w, b: F.linear(x, w, b) ** 2,
                lambda n, m: [randn(0, (2, n, m)), randn(1, (2, m)), randn(2, (2,))]),
     "matmul_2d": (lambda a, b: (a @ b) ** 2, lambda n, m: [randn(0, (n, m)), randn(1, (m, 2))]),
@@ -300,6 +301,26 @@ def test_an_op_without_a_second_derivative_refuses_create_graph():
     with pytest.raises(RuntimeError, match="SavesIntermediateBackward: create_graph=True.*regraph"):
         mg.autograd.grad(SavesIntermediate.apply(x).sum(), x, create_graph=True)
     mg.autograd.grad(SavesIntermediate.apply(x).sum(), x)  # first order is fine
+
+
+def test_a_backward_calling_numpy_directly_refuses_create_graph():
+    """A user's Function whose backward bypasses ctx.xp would lose the second derivative through
+    its saved input: under create_graph that is an error, at first order it works."""
+    class NumpyExp(mg.Function):
+        @staticmethod
+        def forward(ctx, a):
+            ctx.save_for_backward(a)
+            return np.exp(a)
+
+        @staticmethod
+        def backward(ctx, g):
+            (a,) = ctx.saved_tensors
+            return g * np.exp(a)
+
+    x, _ = _pair([0.5, 2.0])
+    mg.autograd.grad(NumpyExp.apply(x).sum(), x)
+    with pytest.raises(RuntimeError, match="numpy array.*ctx.xp"):
+        mg.autograd.grad(NumpyExp.apply(x).sum(), x, create_graph=True)
 
 
 def test_kernels_fall_through_on_the_graph_namespace():
