@@ -163,6 +163,16 @@ class GraphNamespace:
 
         return PutAlongAxis.apply(values, tuple(shape), _raw(idx), axis)
 
+    def gather(self, x, idx, axis):
+        """torch.gather as an Index op, so it differentiates again (its backward is IndexAdd): the
+        key is idx along ``axis`` and, along every other dim d, the position itself (a broadcast
+        arange), as numpy_backend._along builds it."""
+        idx, raw = _raw(idx), self.raw
+        key = tuple(idx if d == axis else raw.reshape(raw.arange(n, device=self.device),
+                                                      tuple(n if k == d else 1 for k in range(idx.ndim)))
+                    for d, n in enumerate(idx.shape))
+        return x[key]
+
     def scatter(self, x, idx, src, axis):
         from .ops.shape import Scatter
 
