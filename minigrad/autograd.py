@@ -297,6 +297,11 @@ def run_backward(roots: list, grads: list, retain_graph: bool = False, create_gr
     ``.grad``: the gradient reaching each target is returned (None where none flows), and only the
     nodes leading to a target run (``autograd.grad``).
     """
+    if create_graph and not is_grad_enabled():
+        # torch's rule: create_graph records even when called under no_grad (the backward formulas,
+        # and the sums and unbroadcasts between them, all belong to the new graph).
+        with enable_grad():
+            return run_backward(roots, grads, retain_graph, create_graph, targets)
     if create_graph:
         accumulate = _accumulate_graph
         add_owned = False  # out-of-place sums: a recorded gradient must not change under its graph

@@ -239,14 +239,13 @@ def unpack_saved(node, xp: GraphNamespace) -> tuple:
 
 
 def run_recorded(node, g, xp: GraphNamespace) -> tuple:
-    """``node``'s backward on Tensors, recorded (grad mode on, as torch's create_graph). While it
+    """``node``'s backward on Tensors, recorded (``run_backward`` has turned grad mode on). While it
     runs, ``Tensor.__array__`` refuses graph Tensors: a formula calling numpy directly (a user's
     Function bypassing ``ctx.xp``) would otherwise silently drop their second derivative."""
     state = autograd._state
     outer = getattr(state, "graph_backward", False)
     state.graph_backward = True
     try:
-        with autograd.enable_grad():
-            return node.fn.backward(RecordingContext(node, xp), g)
+        return node.fn.backward(RecordingContext(node, xp), g)
     finally:
         state.graph_backward = outer

@@ -214,6 +214,18 @@ def test_create_graph_grad_is_a_graph_and_accumulates_out_of_place(device):
                                xt.grad.detach().numpy() - 2 * 3 * xt.detach().numpy() ** 2, rtol=1e-12)
 
 
+def test_create_graph_records_even_under_no_grad():
+    """torch turns grad mode on for a create_graph backward, sums of gradient paths included."""
+    x, xt = _pair([0.5, 1.0, 2.0])
+    y, yt = (x.tanh() * x).sum(), (xt.tanh() * xt).sum()
+    with mg.no_grad():
+        (g,) = mg.autograd.grad(y, x, create_graph=True)
+    with torch.no_grad():
+        (gt,) = torch.autograd.grad(yt, xt, create_graph=True)
+    assert g.requires_grad and gt.requires_grad
+    np.testing.assert_allclose(mg.autograd.grad(g.sum(), x)[0].numpy(), torch.autograd.grad(gt.sum(), xt)[0].numpy())
+
+
 def test_grad_of_a_constant_gradient_does_not_require_grad():
     x, xt = _pair([1.0, 2.0])
     (x * 2).sum().backward(create_graph=True)
