@@ -136,6 +136,25 @@ def keep_saved(ctx, saved: tuple, derived: tuple) -> tuple:
     return saved
 
 
+class _Scratch:
+    """The ctx of a forward re-run by ``rerun_forward``: the node's xp and flags, its own saves."""
+
+    def __init__(self, ctx):
+        self.xp, self.needs_input_grad, self.saved = ctx.xp, ctx.needs_input_grad, ()
+
+    def save_for_backward(self, *values) -> None:
+        self.saved = values
+
+
+def rerun_forward(fn, ctx, *args, **kwargs) -> tuple:
+    """What ``fn.forward(..., *args)`` saves, computed again on ``ctx.xp`` (a ``regraph`` helper:
+    on the graph namespace and input Tensors, the forward's own formula rebuilds its intermediates
+    as graph nodes, so no op writes its math twice)."""
+    scratch = _Scratch(ctx)
+    fn.forward(scratch, *args, **kwargs)
+    return scratch.saved
+
+
 class Function:
     """Base class of every op. Subclasses define ``forward`` and ``backward`` as static methods."""
 
@@ -243,11 +262,10 @@ def unbroadcast(xp, grad, shape: tuple):
     return xp.reshape(grad, shape)
 
 
-def _topological_order(roots) -> list:
-    """Nodes reachable from ``roots``' nodes, each after every node that consumes it (iterative DFS;
-    the reversed post-order of a DFS forest is a topological order)."""
+def _topological_order(root) -> list:
+    """Nodes reachable from ``root``, each after every node that consumes it (iterative DFS)."""
     order, visited = [], set()
-    stack = [(r.grad_fn, False) for r in roots if r.grad_fn is not None]
+    stack = [(root.grad_fn, False)]
     while stack:
         node, done = stack.pop()
         if done:
@@ -262,6 +280,22 @@ def _topological_order(roots) -> list:
                 stack.append((p, False))
     order.reverse()
     return order
+
+
+class _Joint:
+    """A stand-in root whose node consumes every root's node, to order several roots at once."""
+
+    def __init__(self, nodes: list):
+        self.grad_fn = Context(Function, None, None, ())
+        self.grad_fn.parents = tuple(nodes)
+
+
+def _order_all(roots: list) -> list:
+    """``_topological_order`` over several roots (``autograd.grad`` of a list of outputs)."""
+    if len(roots) == 1:  # Tensor.backward, the common case
+        return _topological_order(roots[0]) if roots[0].grad_fn is not None else []
+    nodes = [r.grad_fn for r in roots if r.grad_fn is not None]
+    return _topological_order(_Joint(nodes))[1:] if nodes else []
 
 
 def _nodes_to_run(order: list, targets: dict) -> set:
@@ -323,7 +357,7 @@ def run_backward(roots: list, grads: list, retain_graph: bool = False, create_gr
             continue
         slot = pending.get(id(root.grad_fn))
         pending[id(root.grad_fn)] = [grad if slot is None else slot[0] + grad, False]
-    order = _topological_order(roots)
+    order = _order_all(roots)
     run = None if want is None else _nodes_to_run(order, want)
     for node in order:
         entry = pending.pop(id(node), None)

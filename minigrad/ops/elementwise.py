@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 
-from ..autograd import Function
+from ..autograd import Function, rerun_forward
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _INV_SQRT_2 = 1.0 / math.sqrt(2.0)
@@ -271,11 +271,6 @@ class Erf(Function):
         return g * (2 * _INV_SQRT_PI) * ctx.xp.exp(-a * a)
 
 
-def _tanh_gate(xp, a):
-    """tanh(√(2/π) (a + 0.044715 a³)), tanh-GELU's gate (its forward, and its regraph)."""
-    return xp.tanh(_SQRT_2_OVER_PI * (a + 0.044715 * a * a * a))
-
-
 class Gelu(Function):
     """GELU, fused.
 
@@ -292,7 +287,7 @@ class Gelu(Function):
         xp = ctx.xp
         ctx.approximate = approximate
         if approximate == "tanh":
-            t = _tanh_gate(xp, a)
+            t = xp.tanh(_SQRT_2_OVER_PI * (a + 0.044715 * a * a * a))
             ctx.save_for_backward(a, t)
             return 0.5 * a * (1 + t)
         if approximate != "none":
@@ -302,8 +297,8 @@ class Gelu(Function):
 
     @staticmethod
     def regraph(ctx, saved, derived):
-        a = saved[0]
-        return a, _tanh_gate(ctx.xp, a)
+        """tanh-GELU's saved tanh rebuilt by this forward, run on the input Tensor."""
+        return rerun_forward(Gelu, ctx, saved[0], "tanh")
 
     @staticmethod
     def backward(ctx, g):

@@ -9,8 +9,8 @@ The first blows up when ŷ saturates at 0 or 1 in float; the second never does.
 """
 from __future__ import annotations
 
-from ..autograd import Function, keep_saved
-from .nn import log_softmax
+from ..autograd import Function, keep_saved, rerun_forward
+from .nn import LogSoftmax
 
 
 def _reduce(xp, loss, reduction):
@@ -145,7 +145,8 @@ class CrossEntropy(Function):
     @staticmethod
     def forward(ctx, z, t, ignore_index, reduction, weight=None, label_smoothing=0.0):
         xp = ctx.xp
-        logp = log_softmax(xp, z, 1)
+        shifted = z - xp.amax(z, axis=1, keepdims=True)
+        logp = shifted - xp.log(xp.sum(xp.exp(shifted), axis=1, keepdims=True))
         valid = t != ignore_index
         safe_t = xp.where(valid, t, 0)
         dtype = xp.dtype_of(z)
@@ -165,8 +166,10 @@ class CrossEntropy(Function):
 
     @staticmethod
     def regraph(ctx, saved, derived):
-        """log p is rebuilt from z; the row weights (from targets and class weights) are constants."""
-        return (log_softmax(ctx.xp, saved[-1], 1), *saved[1:])
+        """log p is rebuilt from z by LogSoftmax's forward (the same formula as above), run on the
+        Tensor; the row weights (from targets and class weights) are constants."""
+        (logp,) = rerun_forward(LogSoftmax, ctx, saved[-1], 1)
+        return (logp, *saved[1:])
 
     @staticmethod
     def backward(ctx, g):

@@ -8,21 +8,8 @@ in ``minigrad.nn.functional``.
 """
 from __future__ import annotations
 
-from ..autograd import Function
+from ..autograd import Function, rerun_forward
 from .matmul import matmul_flops
-
-
-def log_softmax(xp, x, axis):
-    """x - max x - log Σ e^(x - max x) along ``axis`` (LogSoftmax's and CrossEntropy's forward)."""
-    shifted = x - xp.amax(x, axis=axis, keepdims=True)
-    return shifted - xp.log(xp.sum(xp.exp(shifted), axis=axis, keepdims=True))
-
-
-def _normalize(xp, x, axes, eps):
-    """(x̂, 1/sqrt(σ² + eps)) over ``axes``: LayerNorm's forward, and its regraph under create_graph."""
-    xc = x - xp.mean(x, axis=axes, keepdims=True)
-    rstd = 1.0 / xp.sqrt(xp.mean(xc * xc, axis=axes, keepdims=True) + eps)
-    return xc * rstd, rstd
 
 
 class Softmax(Function):
@@ -56,7 +43,9 @@ class LogSoftmax(Function):
 
     @staticmethod
     def forward(ctx, x, axis):
-        y = log_softmax(ctx.xp, x, axis)
+        xp = ctx.xp
+        shifted = x - xp.amax(x, axis=axis, keepdims=True)
+        y = shifted - xp.log(xp.sum(xp.exp(shifted), axis=axis, keepdims=True))
         ctx.save_for_backward(y)
         ctx.axis = axis
         return y
@@ -79,8 +68,11 @@ class LayerNorm(Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, n, eps):
+        xp = ctx.xp
         axes = tuple(range(x.ndim - n, x.ndim))
-        xhat, rstd = _normalize(ctx.xp, x, axes, eps)
+        xc = x - xp.mean(x, axis=axes, keepdims=True)
+        rstd = 1.0 / xp.sqrt(xp.mean(xc * xc, axis=axes, keepdims=True) + eps)
+        xhat = xc * rstd
         # x too (torch's layer norm keeps its input as well): create_graph rebuilds x̂ and rstd from it.
         ctx.save_for_backward(xhat, rstd, weight, x)
         ctx.axes, ctx.eps = axes, eps
@@ -89,8 +81,10 @@ class LayerNorm(Function):
 
     @staticmethod
     def regraph(ctx, saved, derived):
+        """x̂ and rstd rebuilt by this forward itself, run on the input Tensor."""
         *_, weight, x = saved
-        return (*_normalize(ctx.xp, x, ctx.axes, ctx.eps), weight, x)
+        xhat, rstd, _, _ = rerun_forward(LayerNorm, ctx, x, None, None, len(ctx.axes), ctx.eps)
+        return xhat, rstd, weight, x
 
     @staticmethod
     def backward(ctx, g):

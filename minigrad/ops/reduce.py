@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 
-from ..autograd import Function
+from ..autograd import Function, rerun_forward
 
 
 def _expand_back(xp, g, in_shape, axis, keepdims):
@@ -65,13 +65,13 @@ class Var(Function):
         d = a - xp.mean(a, axis=axis, keepdims=True)
         denom = max(_count(a.shape, axis) - correction, 0)
         ctx.save_for_backward(d, a)  # a: for regraph
-        ctx.in_shape, ctx.axis, ctx.keepdims, ctx.denom = a.shape, axis, keepdims, denom
+        ctx.in_shape, ctx.axis, ctx.keepdims, ctx.denom, ctx.correction = a.shape, axis, keepdims, denom, correction
         return xp.sum(d * d, axis=axis, keepdims=keepdims) / denom
 
     @staticmethod
     def regraph(ctx, saved, derived):
-        a = saved[1]
-        return a - ctx.xp.mean(a, axis=ctx.axis, keepdims=True), a
+        """The centred input rebuilt by this forward, run on the input Tensor."""
+        return rerun_forward(Var, ctx, saved[1], ctx.axis, keepdims=ctx.keepdims, correction=ctx.correction)
 
     @staticmethod
     def backward(ctx, g):
