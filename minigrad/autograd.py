@@ -282,36 +282,6 @@ def _topological_order(root) -> list:
     return order
 
 
-class _Joint:
-    """A stand-in root whose node consumes every root's node, to order several roots at once."""
-
-    def __init__(self, nodes: list):
-        self.grad_fn = Context(Function, None, None, ())
-        self.grad_fn.parents = tuple(nodes)
-
-
-def _order_all(roots: list) -> list:
-    """``_topological_order`` over several roots (``autograd.grad`` of a list of outputs)."""
-    if len(roots) == 1:  # Tensor.backward, the common case
-        return _topological_order(roots[0]) if roots[0].grad_fn is not None else []
-    nodes = [r.grad_fn for r in roots if r.grad_fn is not None]
-    return _topological_order(_Joint(nodes))[1:] if nodes else []
-
-
-def _nodes_to_run(order: list, targets: dict) -> set:
-    """The nodes whose backward leads to a target (torch runs no others for ``autograd.grad``): a
-    node runs if one of its parents is a target leaf or a node that is or leads to a target. A freed
-    node has lost its links: it counts as leading there, so that reaching it raises torch's error."""
-    leads, run = set(), set()
-    for node in reversed(order):  # parents before their consumers
-        if node.freed or any(id(p) in leads or (type(p) is not Context and id(p) in targets) for p in node.parents):
-            run.add(id(node))
-            leads.add(id(node))
-        elif id(node) in targets:
-            leads.add(id(node))
-    return run
-
-
 def backward(root, grad, retain_graph: bool = False, create_graph: bool = False) -> None:
     """Accumulate d(root)/d(leaf) · grad into every leaf's ``.grad`` (see ``run_backward``)."""
     run_backward([root], [grad], retain_graph, create_graph)
@@ -337,7 +307,7 @@ def run_backward(roots: list, grads: list, retain_graph: bool = False, create_gr
         with enable_grad():
             return run_backward(roots, grads, retain_graph, create_graph, targets)
     if create_graph:
-        accumulate = _accumulate_graph
+        accumulate = accumulate_graph
         add_owned = False  # out-of-place sums: a recorded gradient must not change under its graph
     else:
         accumulate, add_owned = _accumulate_leaf, True
@@ -357,8 +327,8 @@ def run_backward(roots: list, grads: list, retain_graph: bool = False, create_gr
             continue
         slot = pending.get(id(root.grad_fn))
         pending[id(root.grad_fn)] = [grad if slot is None else slot[0] + grad, False]
-    order = _order_all(roots)
-    run = None if want is None else _nodes_to_run(order, want)
+    order = order_all(roots)
+    run = None if want is None else nodes_to_run(order, want)
     for node in order:
         entry = pending.pop(id(node), None)
         if entry is None:
@@ -408,69 +378,6 @@ def run_backward(roots: list, grads: list, retain_graph: bool = False, create_gr
     return captured
 
 
-def _as_list(x) -> list:
-    return list(x) if isinstance(x, (list, tuple)) else [x]
-
-
-def seeds(outputs: list, grad_outputs: list, create_graph: bool) -> list:
-    """The backward seed of each output, as torch's ``_make_grads``: ones for a scalar output given
-    no gradient, else the given gradient, checked against the output's shape. Raw arrays, or Tensors
-    when ``create_graph`` (a gradient that requires grad then joins the graph)."""
-    Tensor = _tensor.Tensor
-    if len(grad_outputs) != len(outputs):
-        raise RuntimeError(f"got {len(outputs)} tensors and {len(grad_outputs)} gradients")
-    out = []
-    for i, (o, g) in enumerate(zip(outputs, grad_outputs)):
-        if not o.requires_grad:
-            raise RuntimeError(f"element {i} of tensors does not require grad and does not have a grad_fn")
-        if g is None:
-            if o.numel() != 1:
-                raise RuntimeError(f"grad can be implicitly created only for scalar outputs; output {i} "
-                                   f"has shape {o.shape}: pass a gradient of that shape")
-            g = o._xp.ones(o.shape, o.dtype, o.device)
-        elif isinstance(g, Tensor):
-            if g.shape != o.shape:
-                raise RuntimeError(f"Mismatch in shape: grad_output[{i}] has a shape of {g.shape} and "
-                                   f"output[{i}] has a shape of {o.shape}.")
-            out.append(g if create_graph else g._data)
-            continue
-        else:
-            g = o._xp.array(g, dtype=o.dtype, device=o.device)
-            if tuple(g.shape) != o.shape:
-                raise RuntimeError(f"Mismatch in shape: grad_output[{i}] has a shape of {tuple(g.shape)} "
-                                   f"and output[{i}] has a shape of {o.shape}.")
-        out.append(Tensor._make(g, o._xp, o.device) if create_graph else g)
-    return out
-
-
-def grad(outputs, inputs, grad_outputs=None, retain_graph: bool | None = None, create_graph: bool = False,
-         allow_unused: bool = False) -> tuple:
-    """torch.autograd.grad: the gradients of ``outputs`` (weighted by ``grad_outputs``) with respect
-    to each of ``inputs`` (leaves or not), as a tuple; no ``.grad`` is touched. With
-    ``create_graph=True`` the gradients are graph nodes, to be differentiated again (Hessian-vector
-    products, gradient penalties). ``retain_graph`` defaults to ``create_graph``, as in torch. An
-    input no gradient reaches is an error, or None with ``allow_unused=True``."""
-    outputs, inputs = _as_list(outputs), _as_list(inputs)
-    grad_outputs = [None] * len(outputs) if grad_outputs is None else _as_list(grad_outputs)
-    for t in inputs:
-        if not t.requires_grad:
-            raise RuntimeError("One of the differentiated Tensors does not require grad")
-    retain = create_graph if retain_graph is None else retain_graph
-    found = run_backward(outputs, seeds(outputs, grad_outputs, create_graph), retain, create_graph, inputs)
-    result = []
-    for i, (t, g) in enumerate(zip(inputs, found)):
-        if g is None:
-            if not allow_unused:
-                raise RuntimeError(f"The differentiated Tensor at index {i} appears to not have been used "
-                                   "in the graph. Set allow_unused=True if this is the desired behavior.")
-            result.append(None)
-        elif create_graph:
-            result.append(g)
-        else:  # a fresh array: g may be shared with another input's gradient (Add hands both the same)
-            result.append(_tensor.Tensor._make(t._xp.copy(g), t._xp, t.device))
-    return tuple(result)
-
-
 def _capture(captured: list, i: int, g) -> None:
     captured[i] = g if captured[i] is None else captured[i] + g
 
@@ -487,18 +394,13 @@ def _accumulate_leaf(t, g) -> None:
         t.grad._data = t._xp.copy(t.grad._data + g) if t.grad._data.ndim == 0 else t.grad._data + g
 
 
-def _accumulate_graph(t, g) -> None:
-    """``create_graph`` accumulation, as torch's: ``.grad`` becomes a graph node (a clone of the
-    first gradient, so two leaves never share one Tensor), and a later one is added out of place,
-    so the graph that computed the old ``.grad`` stays valid."""
-    if not t.requires_grad:
-        return
-    with enable_grad():
-        t.grad = g.clone() if t.grad is None else t.grad + g
-
-
 # tensor.py imports this module, so the Tensor class is reached through its module, imported here
 # at the bottom (Function exists by now) and read at call time. A ``from .tensor import Tensor``
 # inside apply() would run the import machinery once per op.
 from . import tensor as _tensor  # noqa: E402
-from .graph_backward import graph_namespace, run_recorded  # noqa: E402
+# The create_graph half of the engine, and autograd.grad with its target-pruned sweep.
+from . import graph_backward as _graph  # noqa: E402
+from .graph_backward import (accumulate_graph, graph_namespace, nodes_to_run, order_all,  # noqa: E402,F401
+                             run_recorded, seeds)
+
+grad = _graph.grad  # torch.autograd.grad's place: mg.autograd.grad

@@ -1,4 +1,5 @@
-"""Backward on Tensors, for ``create_graph=True``: the same formulas, recorded as a graph.
+"""Backward on Tensors, for ``create_graph=True``: the same formulas, recorded as a graph; and the
+API around it (``autograd.grad``, the seeds of a backward, ``regraph`` helpers).
 
 Every op's ``backward(ctx, g)`` computes through ``ctx.xp`` and Python operators. On the first-order
 path ``ctx`` is the node itself: ``ctx.xp`` is the backend (numpy or torch) and ``g`` and the saved
@@ -25,7 +26,8 @@ import math
 from types import ModuleType
 
 from . import autograd
-from .tensor import Tensor
+# A module, not its names: ops/ import rerun_forward from here while tensor.py is half-loaded.
+from . import tensor as _tensor
 
 _INV_SQRT_2 = 1.0 / math.sqrt(2.0)
 
@@ -40,7 +42,7 @@ class _NoKernels:
 
 
 def _raw(x):
-    return x._data if isinstance(x, Tensor) else x
+    return x._data if isinstance(x, _tensor.Tensor) else x
 
 
 class GraphNamespace:
@@ -57,8 +59,8 @@ class GraphNamespace:
                            "recorded (Tensor) version in minigrad/graph_backward.py, so this op cannot "
                            "be differentiated twice yet")
 
-    def _const(self, array) -> Tensor:
-        return Tensor._make(array, self.raw, self.device)
+    def _const(self, array) -> "_tensor.Tensor":
+        return _tensor.Tensor._make(array, self.raw, self.device)
 
     # ---- elementwise: each a Tensor method (one op) ----
     def exp(self, x): return x.exp()
@@ -82,10 +84,10 @@ class GraphNamespace:
         return 0.5 * (1.0 + (x * _INV_SQRT_2).erf())
 
     def maximum(self, a, b):
-        return a.maximum(b) if isinstance(a, Tensor) else b.maximum(a)  # max is symmetric, ties too
+        return a.maximum(b) if isinstance(a, _tensor.Tensor) else b.maximum(a)  # max is symmetric, ties too
 
     def minimum(self, a, b):
-        return a.minimum(b) if isinstance(a, Tensor) else b.minimum(a)
+        return a.minimum(b) if isinstance(a, _tensor.Tensor) else b.minimum(a)
 
     def where(self, cond, a, b):
         from .ops.elementwise import Where
@@ -113,7 +115,7 @@ class GraphNamespace:
     def broadcast_to(self, x, shape): return x if tuple(x.shape) == tuple(shape) else x.expand(shape)
 
     # ---- dtypes and creation (constants) ----
-    def dtype_of(self, x): return x.dtype if isinstance(x, Tensor) else self.raw.dtype_of(x)
+    def dtype_of(self, x): return x.dtype if isinstance(x, _tensor.Tensor) else self.raw.dtype_of(x)
     def astype(self, x, dtype): return x if x.dtype == dtype else x.to(dtype=dtype)
     def zeros(self, shape, dtype, device=None): return self._const(self.raw.zeros(shape, dtype, self.device))
 
@@ -224,15 +226,15 @@ def unpack_saved(node, xp: GraphNamespace) -> tuple:
         hits = [k for k, i in enumerate(ids) if i == id(s)]
         k = next((k for k in hits if k not in used), hits[0] if hits else None)
         if k is None:  # not an input nor the output
-            out.append(Tensor._make(s, xp.raw, xp.device))
+            out.append(_tensor.Tensor._make(s, xp.raw, xp.device))
             if xp.raw.dtype_of(s).kind == "f":
                 derived.append(j)
             continue
         used.add(k)
         if k == len(sources):  # the output: a Tensor of this very node
-            out.append(Tensor._make(s, xp.raw, xp.device, grad_fn=node))
+            out.append(_tensor.Tensor._make(s, xp.raw, xp.device, grad_fn=node))
         elif type(sources[k]) is autograd.Context:
-            out.append(Tensor._make(s, xp.raw, xp.device, grad_fn=sources[k]))
+            out.append(_tensor.Tensor._make(s, xp.raw, xp.device, grad_fn=sources[k]))
         else:
             out.append(sources[k])  # a leaf input, with or without requires_grad
     return tuple(out), tuple(derived)
@@ -249,3 +251,106 @@ def run_recorded(node, g, xp: GraphNamespace) -> tuple:
         return node.fn.backward(RecordingContext(node, xp), g)
     finally:
         state.graph_backward = outer
+
+
+def accumulate_graph(t, g) -> None:
+    """``create_graph`` accumulation, as torch's: ``.grad`` becomes a graph node (a clone of the
+    first gradient, so two leaves never share one Tensor), and a later one is added out of place,
+    so the graph that computed the old ``.grad`` stays valid."""
+    if not t.requires_grad:
+        return
+    with autograd.enable_grad():
+        t.grad = g.clone() if t.grad is None else t.grad + g
+
+
+def _as_list(x) -> list:
+    return list(x) if isinstance(x, (list, tuple)) else [x]
+
+
+def seeds(outputs: list, grad_outputs: list, create_graph: bool) -> list:
+    """The backward seed of each output, as torch's ``_make_grads``: ones for a scalar output given
+    no gradient, else the given gradient, checked against the output's shape. Raw arrays, or Tensors
+    when ``create_graph`` (a gradient that requires grad then joins the graph)."""
+    Tensor = _tensor.Tensor
+    if len(grad_outputs) != len(outputs):
+        raise RuntimeError(f"got {len(outputs)} tensors and {len(grad_outputs)} gradients")
+    out = []
+    for i, (o, g) in enumerate(zip(outputs, grad_outputs)):
+        if not o.requires_grad:
+            raise RuntimeError(f"element {i} of tensors does not require grad and does not have a grad_fn")
+        if g is None:
+            if o.numel() != 1:
+                raise RuntimeError(f"grad can be implicitly created only for scalar outputs; output {i} "
+                                   f"has shape {o.shape}: pass a gradient of that shape")
+            g = o._xp.ones(o.shape, o.dtype, o.device)
+        elif isinstance(g, Tensor):
+            if g.shape != o.shape:
+                raise RuntimeError(f"Mismatch in shape: grad_output[{i}] has a shape of {g.shape} and "
+                                   f"output[{i}] has a shape of {o.shape}.")
+            out.append(g if create_graph else g._data)
+            continue
+        else:
+            g = o._xp.array(g, dtype=o.dtype, device=o.device)
+            if tuple(g.shape) != o.shape:
+                raise RuntimeError(f"Mismatch in shape: grad_output[{i}] has a shape of {tuple(g.shape)} "
+                                   f"and output[{i}] has a shape of {o.shape}.")
+        out.append(Tensor._make(g, o._xp, o.device) if create_graph else g)
+    return out
+
+
+def grad(outputs, inputs, grad_outputs=None, retain_graph: bool | None = None, create_graph: bool = False,
+         allow_unused: bool = False) -> tuple:
+    """torch.autograd.grad: the gradients of ``outputs`` (weighted by ``grad_outputs``) with respect
+    to each of ``inputs`` (leaves or not), as a tuple; no ``.grad`` is touched. With
+    ``create_graph=True`` the gradients are graph nodes, to be differentiated again (Hessian-vector
+    products, gradient penalties). ``retain_graph`` defaults to ``create_graph``, as in torch. An
+    input no gradient reaches is an error, or None with ``allow_unused=True``."""
+    outputs, inputs = _as_list(outputs), _as_list(inputs)
+    grad_outputs = [None] * len(outputs) if grad_outputs is None else _as_list(grad_outputs)
+    for t in inputs:
+        if not t.requires_grad:
+            raise RuntimeError("One of the differentiated Tensors does not require grad")
+    retain = create_graph if retain_graph is None else retain_graph
+    found = autograd.run_backward(outputs, seeds(outputs, grad_outputs, create_graph), retain, create_graph, inputs)
+    result = []
+    for i, (t, g) in enumerate(zip(inputs, found)):
+        if g is None:
+            if not allow_unused:
+                raise RuntimeError(f"The differentiated Tensor at index {i} appears to not have been used "
+                                   "in the graph. Set allow_unused=True if this is the desired behavior.")
+            result.append(None)
+        elif create_graph:
+            result.append(g)
+        else:  # a fresh array: g may be shared with another input's gradient (Add hands both the same)
+            result.append(_tensor.Tensor._make(t._xp.copy(g), t._xp, t.device))
+    return tuple(result)
+
+
+class _Joint:
+    """A stand-in root whose node consumes every root's node, to order several roots at once."""
+
+    def __init__(self, nodes: list):
+        self.grad_fn = autograd.Context(autograd.Function, None, None, ())
+        self.grad_fn.parents = tuple(nodes)
+
+
+def order_all(roots: list) -> list:
+    """``_topological_order`` over several roots (``autograd.grad`` of a list of outputs)."""
+    if len(roots) == 1:  # Tensor.backward, the common case
+        return autograd._topological_order(roots[0]) if roots[0].grad_fn is not None else []
+    nodes = [r.grad_fn for r in roots if r.grad_fn is not None]
+    return autograd._topological_order(_Joint(nodes))[1:] if nodes else []
+
+
+def nodes_to_run(order: list, targets: dict) -> set:
+    """The nodes whose backward leads to a target (torch runs no others for ``autograd.grad``): a
+    node runs if one of its parents is a target leaf or a node that is or leads to a target. A freed
+    node has lost its links: it counts as leading there, so that reaching it raises torch's error."""
+    leads, run, Context = set(), set(), autograd.Context
+    for node in reversed(order):  # parents before their consumers
+        if node.freed or any(id(p) in leads or (type(p) is not Context and id(p) in targets) for p in node.parents):
+            run.add(id(node))
+            leads.add(id(node))
+        elif id(node) in targets:
+            leads.add(id(node))
+    return run

@@ -207,7 +207,7 @@ class Tensor(TensorMethods, InplaceMixin):
         if not inputs:
             raise RuntimeError("`inputs` argument to `backward()` cannot be empty.")
         found = autograd.run_backward([self], [g], retain, create_graph, inputs)
-        accumulate = autograd._accumulate_graph if create_graph else autograd._accumulate_leaf
+        accumulate = autograd.accumulate_graph if create_graph else autograd._accumulate_leaf
         for t, grad in zip(inputs, found):
             if grad is not None:
                 accumulate(t, grad)
