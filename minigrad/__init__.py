@@ -5,7 +5,7 @@
     (x * x).sum().backward()
     x.grad  # tensor([2., 4.])
 """
-from . import nn, optim, viz  # noqa: F401
+from . import autograd, nn, optim, viz  # noqa: F401
 from .autograd import (Context, Function, enable_grad, is_grad_enabled, no_grad,  # noqa: F401
                        set_grad_enabled)
 from .creation import (arange, bool_, cat, empty, empty_like, eye, float16, float32,  # noqa: F401
@@ -17,7 +17,7 @@ from .functions import (abs, all, allclose, any, argmax, argmin, chunk, clamp, c
                         equal, exp, flatten, log, log_softmax, matmul, max, maximum, mean, min,
                         minimum, norm, permute, pow, relu, reshape, sigmoid, sin, softmax, split,
                         sqrt, squeeze, std, sum, tanh, topk, transpose, tril, triu, unsqueeze, var)
-from .gradcheck import GradcheckError, gradcheck  # noqa: F401
+from .gradcheck import GradcheckError, gradcheck, gradgradcheck  # noqa: F401
 from .profiler import profile  # noqa: F401
 from .random import get_rng_state, manual_seed, set_rng_state  # noqa: F401
 from .tensor import Tensor  # noqa: F401

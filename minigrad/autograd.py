@@ -130,6 +130,31 @@ class Context:
 
 
 
+def keep_saved(ctx, saved: tuple, derived: tuple) -> tuple:
+    """A ``Function.regraph`` for ops whose saved float arrays besides inputs and output are
+    constants of the loss (a target, class weights): they stay constants."""
+    return saved
+
+
+class _Scratch:
+    """The ctx of a forward re-run by ``rerun_forward``: the node's xp and flags, its own saves."""
+
+    def __init__(self, ctx):
+        self.xp, self.needs_input_grad, self.saved = ctx.xp, ctx.needs_input_grad, ()
+
+    def save_for_backward(self, *values) -> None:
+        self.saved = values
+
+
+def rerun_forward(fn, ctx, *args, **kwargs) -> tuple:
+    """What ``fn.forward(..., *args)`` saves, computed again on ``ctx.xp`` (a ``regraph`` helper:
+    on the graph namespace and input Tensors, the forward's own formula rebuilds its intermediates
+    as graph nodes, so no op writes its math twice)."""
+    scratch = _Scratch(ctx)
+    fn.forward(scratch, *args, **kwargs)
+    return scratch.saved
+
+
 class Function:
     """Base class of every op. Subclasses define ``forward`` and ``backward`` as static methods."""
 
@@ -140,6 +165,18 @@ class Function:
     @staticmethod
     def backward(ctx: Context, grad):
         raise NotImplementedError
+
+    @staticmethod
+    def regraph(ctx, saved: tuple, derived: tuple) -> tuple:
+        """``create_graph`` only: ``saved`` are this node's saved arrays unpacked as Tensors (see
+        graph_backward.py), ``derived`` the positions of float arrays that are neither an input nor
+        the output. An op that saves such an intermediate overrides this to rebuild it from its
+        inputs on Tensors (``ctx.xp``), or, when they are constants (targets, class weights), to
+        keep them (``keep_saved``). Treating a computed one as a constant would silently give wrong
+        second derivatives, hence this refusal by default."""
+        raise RuntimeError(f"{ctx.name()}: create_graph=True needs this op's saved intermediates as "
+                           "graph nodes, and it has no regraph() to rebuild them; it cannot be "
+                           "differentiated twice yet")
 
     # Facts about the op live on its class, so renaming it cannot lose them (the profiler reads
     # them): FLOPs per element of the largest operand (0 for an op that only moves data), and, when
@@ -245,29 +282,73 @@ def _topological_order(root) -> list:
     return order
 
 
-def backward(root, grad, retain_graph: bool = False) -> None:
+def backward(root, grad, retain_graph: bool = False, create_graph: bool = False) -> None:
+    """Accumulate d(root)/d(leaf) · grad into every leaf's ``.grad`` (see ``run_backward``)."""
+    run_backward([root], [grad], retain_graph, create_graph)
+
+
+def run_backward(roots: list, grads: list, retain_graph: bool = False, create_graph: bool = False,
+                 targets: list | None = None) -> list | None:
     """Reverse-mode sweep: each node's backward runs once, after all its consumers.
 
     Gradients of intermediate nodes live in ``pending`` only until their node has run. The first
     gradient to arrive is kept as is (it may be a view another node also reads); a second one makes
     a fresh sum, which the engine then owns and may add to in place.
+
+    ``grads`` are raw arrays, or Tensors when ``create_graph``: then each node's backward runs on
+    Tensors (``run_recorded``), so the gradients it returns are graph nodes themselves, and sums
+    are made out of place. With ``targets`` (Tensors, leaves or not) nothing is accumulated into
+    ``.grad``: the gradient reaching each target is returned (None where none flows), and only the
+    nodes leading to a target run (``autograd.grad``).
     """
-    if root.grad_fn is None:
-        _accumulate_leaf(root, grad)
-        return
-    pending = {id(root.grad_fn): [grad, False]}
-    for node in _topological_order(root):
+    if create_graph and not is_grad_enabled():
+        # torch's rule: create_graph records even when called under no_grad (the backward formulas,
+        # and the sums and unbroadcasts between them, all belong to the new graph).
+        with enable_grad():
+            return run_backward(roots, grads, retain_graph, create_graph, targets)
+    if create_graph:
+        accumulate = accumulate_graph
+        add_owned = False  # out-of-place sums: a recorded gradient must not change under its graph
+    else:
+        accumulate, add_owned = _accumulate_leaf, True
+    want = captured = None
+    if targets is not None:
+        want = {id(t.grad_fn if t.grad_fn is not None else t): i for i, t in enumerate(targets)}
+        captured = [None] * len(targets)
+
+        def accumulate(leaf, g):  # a leaf's gradient goes to the result, not to its .grad
+            i = want.get(id(leaf))
+            if i is not None:
+                _capture(captured, i, g)
+    pending = {}
+    for root, grad in zip(roots, grads):
+        if root.grad_fn is None:
+            accumulate(root, grad)
+            continue
+        slot = pending.get(id(root.grad_fn))
+        pending[id(root.grad_fn)] = [grad if slot is None else slot[0] + grad, False]
+    order = order_all(roots)
+    run = None if want is None else nodes_to_run(order, want)
+    for node in order:
         entry = pending.pop(id(node), None)
         if entry is None:
             continue
         if node.freed:
             raise _freed_error(node)
+        if want is not None:
+            if id(node) in want:
+                _capture(captured, want[id(node)], entry[0])
+            if id(node) not in run:
+                continue
         if node.versions:
             node.check_versions()
-        if _profiling and getattr(_state, "profiler", None) is not None:
-            grads = _state.profiler.run_backward(node, entry[0])
+        if create_graph:
+            xp = graph_namespace(node.xp, node.device)
+            grads = run_recorded(node, entry[0], xp)
+        elif _profiling and getattr(_state, "profiler", None) is not None:
+            xp, grads = node.xp, _state.profiler.run_backward(node, entry[0])
         else:
-            grads = node.fn.backward(node, entry[0])
+            xp, grads = node.xp, node.fn.backward(node, entry[0])
         if not isinstance(grads, tuple):
             grads = (grads,)
         if not retain_graph:
@@ -281,9 +362,9 @@ def backward(root, grad, retain_graph: bool = False) -> None:
         for parent, shape, g, need in zip(node.parents, node.shapes, grads, node.needs_input_grad):
             if not need or g is None:
                 continue
-            g = unbroadcast(node.xp, g, shape)
+            g = unbroadcast(xp, g, shape)
             if type(parent) is not Context:  # a leaf Tensor
-                _accumulate_leaf(parent, g)
+                accumulate(parent, g)
                 continue
             slot = pending.get(id(parent))
             if slot is None:
@@ -291,9 +372,14 @@ def backward(root, grad, retain_graph: bool = False) -> None:
             elif slot[1]:
                 slot[0] += g
             else:
-                slot[0], slot[1] = slot[0] + g, True
+                slot[0], slot[1] = slot[0] + g, add_owned
         if node.freed:
             node.parents = ()  # drop the links so nodes (and what they saved) die as we go
+    return captured
+
+
+def _capture(captured: list, i: int, g) -> None:
+    captured[i] = g if captured[i] is None else captured[i] + g
 
 
 def _accumulate_leaf(t, g) -> None:
@@ -312,3 +398,9 @@ def _accumulate_leaf(t, g) -> None:
 # at the bottom (Function exists by now) and read at call time. A ``from .tensor import Tensor``
 # inside apply() would run the import machinery once per op.
 from . import tensor as _tensor  # noqa: E402
+# The create_graph half of the engine, and autograd.grad with its target-pruned sweep.
+from . import graph_backward as _graph  # noqa: E402
+from .graph_backward import (accumulate_graph, graph_namespace, nodes_to_run, order_all,  # noqa: E402,F401
+                             run_recorded, seeds)
+
+grad = _graph.grad  # torch.autograd.grad's place: mg.autograd.grad

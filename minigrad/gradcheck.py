@@ -6,6 +6,7 @@ elementwise within atol + rtol·|numerical|. Done in float64: in float32 the dif
 rounding error (~1e-7/ε) would swamp the check.
 
 ``fast_mode`` compares one random projection vᵀJu instead, for functions too big for full Jacobians.
+``gradgradcheck`` applies the same check to the gradient itself (second derivatives).
 """
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .autograd import no_grad
+from . import autograd
+from .autograd import enable_grad, no_grad
+from .creation import zeros_like
 from .tensor import Tensor
 
 
@@ -120,3 +123,33 @@ def gradcheck(fn: Callable, inputs: Sequence, eps: float = 1e-6, atol: float = 1
     for t in diff:
         t.grad = None
     return True
+
+
+def gradgradcheck(fn: Callable, inputs: Sequence, grad_outputs: Sequence | None = None, *, eps: float = 1e-6,
+                  atol: float = 1e-5, rtol: float = 1e-3, fast_mode: bool = False, raise_exception: bool = True,
+                  seed: int = 0) -> bool:
+    """True if the second derivatives (backward's own backward) match finite differences.
+
+    As torch's: the function checked by ``gradcheck`` is (inputs, v) ↦ vᵀ ∂fn/∂inputs, computed by
+    ``autograd.grad(..., create_graph=True)``, with v = ``grad_outputs`` (random float64 ones of the
+    outputs' shapes when None, requiring grad, so the check covers d/dv too: backward is linear in v).
+    Its Jacobian is made of the Hessian-vector products of fn, and gradcheck compares them with
+    central differences of the gradient (``fast_mode``: one random projection of them instead).
+    """
+    inputs = list(inputs)
+    diff = [t for t in inputs if isinstance(t, Tensor) and t.requires_grad]
+    if grad_outputs is None:
+        rng = np.random.default_rng(seed)
+        grad_outputs = [Tensor(rng.standard_normal(o.shape), dtype=np.float64, device=o.device,
+                               requires_grad=True) for o in _outputs(fn, inputs)]
+    grad_outputs = list(grad_outputs)
+    n = len(inputs)
+
+    def first_derivatives(*args):
+        with enable_grad():
+            grads = autograd.grad(_outputs(fn, args[:n]), diff, args[n:], create_graph=True, allow_unused=True)
+        # An input the gradient does not reach has a zero derivative (and so zero second ones).
+        return tuple(zeros_like(t) if g is None else g for g, t in zip(grads, diff))
+
+    return gradcheck(first_derivatives, inputs + grad_outputs, eps=eps, atol=atol, rtol=rtol,
+                     fast_mode=fast_mode, raise_exception=raise_exception, seed=seed)

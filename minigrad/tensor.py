@@ -181,8 +181,11 @@ class Tensor(TensorMethods, InplaceMixin):
         self.requires_grad = bool(flag)
         return self
 
-    def backward(self, gradient: "Tensor | None" = None, retain_graph: bool = False) -> None:
-        """Accumulate d(self)/d(leaf) into every leaf's ``.grad`` (see ``autograd.backward``)."""
+    def backward(self, gradient: "Tensor | None" = None, retain_graph: bool | None = None,
+                 create_graph: bool = False, inputs=None) -> None:
+        """Accumulate d(self)/d(leaf) into every leaf's ``.grad`` (see ``autograd.run_backward``),
+        or only into ``inputs``' (leaves or not) when given. With ``create_graph=True`` the
+        gradients are graph nodes themselves; ``retain_graph`` defaults to ``create_graph``."""
         if not self.requires_grad:
             raise RuntimeError("backward() on a tensor that does not require grad and has no grad_fn")
         if gradient is None:
@@ -190,12 +193,24 @@ class Tensor(TensorMethods, InplaceMixin):
                 raise RuntimeError(f"backward() without a gradient needs a scalar output, this one "
                                    f"has shape {self.shape}; pass gradient= of that shape")
             g = self._xp.ones(self.shape, self.dtype, self.device)
+            if create_graph:
+                g = Tensor._make(g, self._xp, self.device)
         else:
-            g = gradient._data if isinstance(gradient, Tensor) else self._xp.array(
-                gradient, dtype=self.dtype, device=self.device)
-            if tuple(g.shape) != self.shape:
-                raise RuntimeError(f"gradient has shape {tuple(g.shape)}, expected {self.shape}")
-        autograd.backward(self, g, retain_graph=retain_graph)
+            if hasattr(gradient, "shape") and tuple(gradient.shape) != self.shape:
+                raise RuntimeError(f"gradient has shape {tuple(gradient.shape)}, expected {self.shape}")
+            (g,) = autograd.seeds([self], [gradient], create_graph)
+        retain = create_graph if retain_graph is None else retain_graph
+        if inputs is None:
+            autograd.backward(self, g, retain_graph=retain, create_graph=create_graph)
+            return
+        inputs = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+        if not inputs:
+            raise RuntimeError("`inputs` argument to `backward()` cannot be empty.")
+        found = autograd.run_backward([self], [g], retain, create_graph, inputs)
+        accumulate = autograd.accumulate_graph if create_graph else autograd._accumulate_leaf
+        for t, grad in zip(inputs, found):
+            if grad is not None:
+                accumulate(t, grad)
 
     @property
     def data(self) -> "Tensor":
@@ -233,6 +248,11 @@ class Tensor(TensorMethods, InplaceMixin):
         return np.asarray(self._xp.to_numpy(self._data))
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        if self.requires_grad and getattr(autograd._state, "graph_backward", False):
+            raise RuntimeError(
+                "create_graph=True: a backward formula turned a Tensor that carries the graph into a "
+                "numpy array (np.* called on it?), which would cut its second derivative; compute "
+                "through ctx.xp instead")
         return self.numpy() if dtype is None else self.numpy().astype(dtype)
 
     def tolist(self) -> list:

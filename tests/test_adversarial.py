@@ -150,6 +150,44 @@ def test_accumulated_micro_batches_each_see_their_own_gradient(checkpoint):
     assert_grads_match(ours, hf, TOL[mg.float64])
 
 
+@pytest.mark.parametrize("kind", ["fgm", "pgd"])
+def test_gradient_through_the_embedding_output_matches_torch(checkpoint, kind):
+    """grad_wrt="output": g from mg.autograd.grad at the lookup's output, mapped to E's rows; the
+    same perturbation and gradients as the torch recipe (which reads E.grad), and an earlier
+    micro-batch's .grad is neither read by the attack nor lost."""
+    ours, hf = pair(checkpoint, mg.float64)
+    batch, earlier = batch_for(6), batch_for(7)
+    ours_loss(ours, earlier).backward()
+    attack = (mb.FGM(ours, eps=0.5, grad_wrt="output") if kind == "fgm" else
+              mb.PGD(ours, eps=0.5, alpha=0.3, steps=3, grad_wrt="output"))
+    emb = ours.bert.embeddings.word_embeddings.weight
+    original, kept = emb._data, emb._data.copy()
+    attack.backward(ours_loss(ours, batch), lambda: ours_loss(ours, batch))
+    assert emb._data is original and np.array_equal(emb._data, kept)
+
+    torch_loss(hf, earlier).backward()
+    before = [p.grad.clone() for p in hf.parameters()]
+    hf.zero_grad()
+    if kind == "fgm":
+        torch_fgm(hf, lambda: torch_loss(hf, batch), eps=0.5)
+    else:
+        torch_pgd(hf, lambda: torch_loss(hf, batch), eps=0.5, alpha=0.3, steps=3)
+    for p, g in zip(hf.parameters(), before):
+        p.grad += g
+    assert_grads_match(ours, hf, TOL[mg.float64])
+
+
+def test_gradient_through_the_output_needs_the_latest_forward(checkpoint):
+    ours, _ = pair(checkpoint, mg.float64)
+    fgm = mb.FGM(ours, grad_wrt="output")
+    stale = ours_loss(ours, batch_for(8))
+    ours_loss(ours, batch_for(9))   # another forward: the recorded output is now this one's
+    with pytest.raises(RuntimeError, match="latest embedding output"):
+        fgm.backward(stale, lambda: ours_loss(ours, batch_for(8)))
+    with pytest.raises(ValueError, match="grad_wrt"):
+        mb.PGD(ours, grad_wrt="input")
+
+
 def test_frozen_embeddings_are_refused(checkpoint):
     ours, _ = pair(checkpoint, mg.float32)
     mb.apply_lora(ours)

@@ -142,3 +142,43 @@ def test_leaves_inputs_unchanged_and_grads_cleared(device):
     mg.gradcheck(Square.apply, [x])
     np.testing.assert_array_equal(x.numpy(), before)
     assert x.grad is None
+
+
+class XExp(mg.Function):
+    """z = a e^a;  dz/da = e^a (1 + a). It saves e^a, an intermediate: under create_graph it must be
+    rebuilt from a (``regraph``), or its own dependence on a is lost."""
+
+    @staticmethod
+    def forward(ctx, a):
+        e = ctx.xp.exp(a)
+        ctx.save_for_backward(e, a)
+        return a * e
+
+    @staticmethod
+    def regraph(ctx, saved, derived):
+        return ctx.xp.exp(saved[1]), saved[1]
+
+    @staticmethod
+    def backward(ctx, g):
+        e, a = ctx.saved_tensors
+        return g * e * (1 + a)
+
+
+class XExpConstantIntermediate(XExp):
+    """The same first derivative, but e^a treated as a constant when recording: d²z/da² loses the
+    e^a (1 + a) term. gradcheck cannot see it; gradgradcheck must."""
+
+    regraph = staticmethod(mg.autograd.keep_saved)
+
+
+def test_gradgradcheck_passes_a_correct_second_derivative(device):
+    assert mg.gradgradcheck(XExp.apply, [_x(device)])
+    assert mg.gradgradcheck(XExp.apply, [_x(device)], fast_mode=True)
+
+
+def test_gradgradcheck_catches_a_wrong_second_derivative(device):
+    assert mg.gradcheck(XExpConstantIntermediate.apply, [_x(device)])
+    with pytest.raises(mg.GradcheckError, match="gradcheck failed for input 0"):
+        mg.gradgradcheck(XExpConstantIntermediate.apply, [_x(device)])
+    with pytest.raises(mg.GradcheckError, match="fast_mode"):
+        mg.gradgradcheck(XExpConstantIntermediate.apply, [_x(device)], fast_mode=True)

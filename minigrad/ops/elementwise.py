@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 
-from ..autograd import Function
+from ..autograd import Function, rerun_forward
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _INV_SQRT_2 = 1.0 / math.sqrt(2.0)
@@ -294,6 +294,11 @@ class Gelu(Function):
             raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
         ctx.save_for_backward(a, None)  # Φ(a) is recomputed in backward: one pass, not one array
         return xp.x_normal_cdf(a)  # a·Φ(a), Φ(a) = (1 + erf(a/√2)) / 2
+
+    @staticmethod
+    def regraph(ctx, saved, derived):
+        """tanh-GELU's saved tanh rebuilt by this forward, run on the input Tensor."""
+        return rerun_forward(Gelu, ctx, saved[0], "tanh")
 
     @staticmethod
     def backward(ctx, g):

@@ -9,7 +9,8 @@ The first blows up when ŷ saturates at 0 or 1 in float; the second never does.
 """
 from __future__ import annotations
 
-from ..autograd import Function
+from ..autograd import Function, keep_saved, rerun_forward
+from .nn import LogSoftmax
 
 
 def _reduce(xp, loss, reduction):
@@ -35,6 +36,7 @@ class BinaryCrossEntropy(Function):
     """
 
     flops_per_element = 6  # two logs, two products, a sum, a reduction
+    regraph = staticmethod(keep_saved)  # its saved floats besides the input are targets/weights
 
     @staticmethod
     def forward(ctx, p, y, w, reduction):
@@ -64,6 +66,7 @@ class BCEWithLogits(Function):
     """
 
     flops_per_element = 6  # max, product, |z|, exp, log1p, reduction
+    regraph = staticmethod(keep_saved)  # its saved floats besides the input are targets/weights
 
     @staticmethod
     def forward(ctx, z, y, w, reduction, pos_weight=None):
@@ -97,6 +100,7 @@ class NLL(Function):
     and ``mean`` divides by Σ w_{t_n} over the rest, as torch's nll_loss."""
 
     flops_per_element = 0  # a pick and a sum: nothing per element of p
+    regraph = staticmethod(keep_saved)  # its saved floats besides the input are targets/weights
 
     @staticmethod
     def forward(ctx, logp, t, ignore_index, reduction, weight=None):
@@ -153,7 +157,7 @@ class CrossEntropy(Function):
         if label_smoothing:
             spread = xp.sum(logp if weight is None else logp * weight, axis=1)
             loss = loss - (label_smoothing / z.shape[1]) * spread * xp.astype(valid, dtype)
-        ctx.save_for_backward(logp, safe_t, valid, row_w, weight)
+        ctx.save_for_backward(logp, safe_t, valid, row_w, weight, z)  # z: for regraph
         ctx.reduction, ctx.smoothing = reduction, label_smoothing
         ctx.total_w = xp.sum(row_w)  # the mean's divisor, in z's dtype
         if reduction == "mean":
@@ -161,19 +165,27 @@ class CrossEntropy(Function):
         return xp.sum(loss) if reduction == "sum" else loss
 
     @staticmethod
+    def regraph(ctx, saved, derived):
+        """log p is rebuilt from z by LogSoftmax's forward (the same formula as above), run on the
+        Tensor; the row weights (from targets and class weights) are constants."""
+        (logp,) = rerun_forward(LogSoftmax, ctx, saved[-1], 1)
+        return (logp, *saved[1:])
+
+    @staticmethod
     def backward(ctx, g):
         xp, eps = ctx.xp, ctx.smoothing
-        logp, t, valid, row_w, weight = ctx.saved_tensors
+        logp, t, valid, row_w, weight, _ = ctx.saved_tensors
         n, c = logp.shape
         coef = (1.0 - eps) * row_w  # the one-hot part's weight, per row
-        grad = xp.exp(logp)
+        # softmax(z) scaled out of place: under create_graph exp's output is saved by its node, and
+        # an in-place change would invalidate it (the later in-place updates act on fresh arrays).
         if eps:
             in_row = xp.astype(valid, xp.dtype_of(logp))[:, None]
             w_sum = c if weight is None else xp.sum(weight)
-            grad *= coef[:, None] + (eps / c) * w_sum * in_row
+            grad = xp.exp(logp) * (coef[:, None] + (eps / c) * w_sum * in_row)
             grad -= (eps / c) * (in_row if weight is None else in_row * weight)
         else:
-            grad *= coef[:, None]
+            grad = xp.exp(logp) * coef[:, None]
         grad[xp.arange(n, device=getattr(grad, "device", None)), t] -= coef
         if ctx.reduction == "mean":
             # Every row ignored: grad is all zeros and stays so (torch's zero gradient), not 0 * inf.

@@ -8,7 +8,7 @@ in ``minigrad.nn.functional``.
 """
 from __future__ import annotations
 
-from ..autograd import Function
+from ..autograd import Function, rerun_forward
 from .matmul import matmul_flops
 
 
@@ -73,15 +73,23 @@ class LayerNorm(Function):
         xc = x - xp.mean(x, axis=axes, keepdims=True)
         rstd = 1.0 / xp.sqrt(xp.mean(xc * xc, axis=axes, keepdims=True) + eps)
         xhat = xc * rstd
-        ctx.save_for_backward(xhat, rstd, weight)
-        ctx.axes = axes
+        # x too (torch's layer norm keeps its input as well): create_graph rebuilds x̂ and rstd from it.
+        ctx.save_for_backward(xhat, rstd, weight, x)
+        ctx.axes, ctx.eps = axes, eps
         y = xhat * weight if weight is not None else xhat
         return y + bias if bias is not None else y
 
     @staticmethod
+    def regraph(ctx, saved, derived):
+        """x̂ and rstd rebuilt by this forward itself, run on the input Tensor."""
+        *_, weight, x = saved
+        xhat, rstd, _, _ = rerun_forward(LayerNorm, ctx, x, None, None, len(ctx.axes), ctx.eps)
+        return xhat, rstd, weight, x
+
+    @staticmethod
     def backward(ctx, g):
         xp, axes = ctx.xp, ctx.axes
-        xhat, rstd, weight = ctx.saved_tensors
+        xhat, rstd, weight, _ = ctx.saved_tensors
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
         gx = None
         if need_x:

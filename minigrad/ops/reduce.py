@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 
-from ..autograd import Function
+from ..autograd import Function, rerun_forward
 
 
 def _expand_back(xp, g, in_shape, axis, keepdims):
@@ -64,13 +64,18 @@ class Var(Function):
         xp = ctx.xp
         d = a - xp.mean(a, axis=axis, keepdims=True)
         denom = max(_count(a.shape, axis) - correction, 0)
-        ctx.save_for_backward(d)
-        ctx.in_shape, ctx.axis, ctx.keepdims, ctx.denom = a.shape, axis, keepdims, denom
+        ctx.save_for_backward(d, a)  # a: for regraph
+        ctx.in_shape, ctx.axis, ctx.keepdims, ctx.denom, ctx.correction = a.shape, axis, keepdims, denom, correction
         return xp.sum(d * d, axis=axis, keepdims=keepdims) / denom
 
     @staticmethod
+    def regraph(ctx, saved, derived):
+        """The centred input rebuilt by this forward, run on the input Tensor."""
+        return rerun_forward(Var, ctx, saved[1], ctx.axis, keepdims=ctx.keepdims, correction=ctx.correction)
+
+    @staticmethod
     def backward(ctx, g):
-        (d,) = ctx.saved_tensors
+        d, _ = ctx.saved_tensors
         # Array division, not 2.0 / denom: with denom = 0 it gives nan as torch does, not an error.
         return _expand_back(ctx.xp, g, ctx.in_shape, ctx.axis, ctx.keepdims) * d * 2.0 / ctx.denom
 

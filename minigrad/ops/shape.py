@@ -104,6 +104,23 @@ class Index(Function):
         return out, None
 
 
+class IndexAdd(Function):
+    """z = zeros(shape) with v added at ``key`` (repeats add up): Index's backward, as an op so that
+    it can be differentiated again (under ``create_graph``);  dz/dv = g[key], Index's forward."""
+
+    flops_per_element = 0  # it only moves data (and adds repeats)
+
+    @staticmethod
+    def forward(ctx, v, shape, key):
+        xp = ctx.xp
+        ctx.key = key
+        return xp.index_add(xp.zeros(shape, xp.dtype_of(v), getattr(v, "device", None)), key, v)
+
+    @staticmethod
+    def backward(ctx, g):
+        return ctx.xp.getitem(g, ctx.key), None, None
+
+
 class IndexPut(Function):
     """z = a with z[key] = v (``t[key] = v`` recorded);  dz/da = g with zeros at key, dz/dv = g[key]
     (summed back to v's shape by the engine when v was broadcast)."""
@@ -159,3 +176,21 @@ class Gather(Function):
     def backward(ctx, g):
         (idx,) = ctx.saved_tensors
         return ctx.xp.put_along_axis(ctx.shape, idx, g, ctx.axis), None, None
+
+
+class PutAlongAxis(Function):
+    """z = zeros(shape) with v written at ``idx`` along ``axis``: Gather's backward, as an op so that
+    it can be differentiated again;  dz/dv = g picked at idx (Gather's forward)."""
+
+    flops_per_element = 0  # it only moves data
+
+    @staticmethod
+    def forward(ctx, v, shape, idx, axis):
+        ctx.save_for_backward(idx)
+        ctx.axis = axis
+        return ctx.xp.put_along_axis(shape, idx, v, axis)
+
+    @staticmethod
+    def backward(ctx, g):
+        (idx,) = ctx.saved_tensors
+        return ctx.xp.take_along_axis(g, idx, ctx.axis), None, None, None
