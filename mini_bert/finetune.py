@@ -287,6 +287,9 @@ def run_loop(r: Run) -> dict:
     metrics = MetricsLog(os.path.join(r.output, "metrics.jsonl"), state.step if r.resumed else None)
     stream = D.shuffled_batches(len(d["train"]), cfg.batch_size, cfg.seed, start=state.micro_batch)
     params = [p for g in opt.param_groups for p in g["params"]]
+    # The loss and gradient norm of each step since the last read stay on the device as 0-d tensors:
+    # reading one (.item()) makes the host wait for the device, so they are read together, once per
+    # log interval and before any evaluation or checkpoint (nothing is saved before they are checked).
     window, times, t0, start_step, final = [], [], time.perf_counter(), state.step, None
     tracker = tracking.make_tracker(cfg.report_to, r.output, cfg.histogram_every,
                                     state.step if r.resumed else None)
@@ -298,34 +301,35 @@ def run_loop(r: Run) -> dict:
         while state.step < r.steps:
             t_step = time.perf_counter()
             opt.zero_grad()
-            step_loss, lr = 0.0, opt.param_groups[0]["lr"]
+            step_loss, lr = None, opt.param_groups[0]["lr"]
             for _ in range(cfg.grad_accum):
                 epoch, idx = next(stream)
                 state.micro_batch += 1
                 batch, yb = [d["train"][i] for i in idx], d["y_train"][idx]
                 loss = training_loss(r, batch, yb)
-                value = loss.item()
-                _check_finite(value, "training loss", state, last_dir)
                 if r.attack is None:
                     (loss * (1.0 / cfg.grad_accum)).backward()
                 else:  # + the gradient at the perturbed embeddings, which are then restored exactly
                     r.attack.backward(loss * (1.0 / cfg.grad_accum), lambda: forward(
                         model, tok, batch, yb, cfg).loss * (1.0 / cfg.grad_accum))
-                step_loss += value / cfg.grad_accum
+                part = loss.detach() * (1.0 / cfg.grad_accum)
+                step_loss = part if step_loss is None else step_loss + part
             if tracker.wants_histograms(state.step + 1):  # the gradients before clipping
                 tracker.histograms(state.step + 1, model)
             # A limit of inf (no clipping) still returns the norm, for the log, and scales nothing.
-            norm = float(mg.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
-            _check_finite(norm, "gradient norm", state, last_dir)
+            norm = mg.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
             opt.step()
             sched.step()
             state.step += 1
-            window.append(step_loss)
+            window.append((step_loss, norm))
             times.append(time.perf_counter() - t_step)
             bar.update(1)
-            bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{lr:.2e}")
-            if state.step % cfg.log_every == 0 or state.step == r.steps:
-                logged = dict(loss=float(np.mean(window)), lr=lr, grad_norm=norm)
+            log_now = state.step % cfg.log_every == 0 or state.step == r.steps
+            if log_now or state.step % cfg.eval_every == 0:
+                losses, norms = _read_window(window, state, last_dir)
+                bar.set_postfix(loss=f"{losses[-1]:.4f}", lr=f"{lr:.2e}")
+            if log_now:
+                logged = dict(loss=float(np.mean(losses)), lr=lr, grad_norm=float(norms[-1]))
                 metrics.write(event="train", step=state.step, epoch=epoch, **logged)
                 tracker.scalars("train", dict(logged, step_time=float(np.mean(times))), state.step)
                 window, times = [], []
@@ -359,12 +363,20 @@ def training_loss(r: Run, batch: list, yb: np.ndarray) -> mg.Tensor:
     return distill.distillation_loss(out.logits, out.loss, teacher_logits, r.cfg.temperature, r.cfg.alpha)
 
 
-def _check_finite(value: float, what: str, state: TrainerState, last_dir: str) -> None:
-    if not math.isfinite(value):
-        kept = (f"the last good checkpoint (step {state.last_saved_step}) is kept in {last_dir}"
-                if state.last_saved_step else "no checkpoint had been saved yet")
-        raise TrainingDiverged(f"step {state.step + 1}: the {what} is {value}; stopping "
-                               f"(lower --lr or check the data); {kept}")
+def _read_window(window: list, state: TrainerState, last_dir: str) -> tuple[np.ndarray, np.ndarray]:
+    """The losses and gradient norms of the steps in ``window`` (state.step is the last of them), read
+    from the device in one transfer; the first step whose loss or norm is not finite stops the run.
+    Logged steps are emptied from ``window`` by the caller, so a value is read at most twice."""
+    values = mg.stack([mg.stack([loss.float(), norm.float()]) for loss, norm in window]).numpy().astype(np.float64)
+    first = state.step - len(window) + 1
+    for i, (loss, norm) in enumerate(values):
+        for what, value in (("training loss", loss), ("gradient norm", norm)):
+            if not math.isfinite(value):
+                kept = (f"the last good checkpoint (step {state.last_saved_step}) is kept in {last_dir}"
+                        if state.last_saved_step else "no checkpoint had been saved yet")
+                raise TrainingDiverged(f"step {first + i}: the {what} is {value}; stopping "
+                                       f"(lower --lr or check the data); {kept}")
+    return values[:, 0], values[:, 1]
 
 
 def _save_model(model, tok, directory: str, state: TrainerState, metrics: dict) -> None:

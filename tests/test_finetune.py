@@ -17,6 +17,7 @@ import torch
 import transformers
 from safetensors.numpy import load_file
 
+import minigrad as mg
 from mini_bert import data as D
 from mini_bert import finetune as FT
 from mini_bert import metrics as M
@@ -260,6 +261,22 @@ def test_huge_learning_rate_diverges_cleanly(tiny, tmp_path):
     diverged = r"step \d+: the (training loss|gradient norm)"
     with np.errstate(all="ignore"), pytest.raises(FT.TrainingDiverged, match=diverged):
         FT.train(config(tiny, tmp_path, lr=1e30, warmup_ratio=0.0, max_steps=6, eval_every=6))
+
+
+def test_the_loop_reads_the_device_once_per_log_interval(tiny, tmp_path, monkeypatch):
+    """Reading a value back (.item(), .numpy(), float()) makes the host wait for the device: the loop
+    keeps each step's loss and gradient norm on the device and reads them together at log time."""
+    reads, training = [], [True]  # counted until the first evaluation (saving a checkpoint reads)
+    for name in ("item", "numpy", "tolist", "__float__", "__int__", "__bool__"):
+        real = getattr(mg.Tensor, name)
+        monkeypatch.setattr(mg.Tensor, name, lambda self, *a, _real=real, _name=name, **k: (
+            training[0] and reads.append(_name), _real(self, *a, **k))[1])
+    monkeypatch.setattr(FT, "evaluate", lambda *a, **k: (
+        training.__setitem__(0, False), {"loss": 1.0, "accuracy": 0.5, "f1": 0.5})[1])
+    FT.train(config(tiny, tmp_path, max_steps=6, log_every=3, eval_every=6, grad_accum=2))
+    assert reads == ["numpy", "numpy"], reads
+    logged = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    assert [m["step"] for m in logged if m["event"] == "train"] == [3, 6]
 
 
 # ---- pieces ----------------------------------------------------------------------------------------
