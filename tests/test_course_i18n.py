@@ -171,6 +171,18 @@ def test_every_message_has_both_languages_with_the_same_fields() -> None:
     assert not problems, "\n".join(problems)
 
 
+def test_every_catalog_lesson_has_zh_goals_and_readings() -> None:
+    import tomllib
+
+    catalog = tomllib.loads((ROOT / "course" / "catalog.toml").read_text(encoding="utf-8"))["lesson"]
+    zh = {e["number"]: e for e in i18n.load_table("catalog")["lesson"]}
+    wrong = [f"lesson {e['number']}: {field} ({len(e.get(field, []))} in English, "
+             f"{len(zh.get(e['number'], {}).get(field, []))} in course/zh/catalog.toml)"
+             for e in catalog for field in ("goals", "readings")
+             if len(e.get(field, [])) != len(zh.get(e["number"], {}).get(field, []))]
+    assert not wrong, "\n".join(wrong)
+
+
 def test_every_assignment_and_task_text_is_translated() -> None:
     hints = i18n.load_table("hints")
     missing = [f"{a.id}: {field}" for a in assignments.load_all() for field in ("title", "intro")
