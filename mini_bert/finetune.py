@@ -189,6 +189,10 @@ def check_model_dir(cfg: TrainConfig) -> tuple[str, BertConfig]:
     if cfg.max_length > config.max_position_embeddings:
         raise UsageError(f"--max-length {cfg.max_length} exceeds the model's max_position_embeddings "
                          f"({config.max_position_embeddings}, in {model_dir}/config.json)")
+    if cfg.max_length + cfg.prompt_tuning > config.max_position_embeddings:
+        raise UsageError(f"--max-length {cfg.max_length} + --prompt-tuning {cfg.prompt_tuning} virtual "
+                         f"tokens exceed the model's max_position_embeddings "
+                         f"({config.max_position_embeddings}, in {model_dir}/config.json)")
     return model_dir, config
 
 
@@ -199,18 +203,27 @@ def load_model(cfg: TrainConfig, model_dir: str, names: list[str], resume_dir: s
         tok = BertTokenizer.from_pretrained(model_dir)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise CheckpointError(f"--model {model_dir}: cannot read the tokenizer files ({e})") from None
-    # A LoRA run keeps its trained weights in the adapter: resume from the frozen base + adapter.
+    # A LoRA or prompt-tuning run keeps its trained weights in the adapter: resume from the
+    # frozen base + adapter.
+    adapter = cfg.lora_r or cfg.prompt_tuning
     model = BertForSequenceClassification.from_pretrained(
-        model_dir if cfg.lora_r else resume_dir or model_dir, device=cfg.device,
+        model_dir if adapter else resume_dir or model_dir, device=cfg.device,
         **head_config(cfg.loss, names))
-    if cfg.lora_r and resume_dir:
-        peft.load_adapter(model, os.path.join(resume_dir, ADAPTER_DIR))
+    if adapter and resume_dir:
+        model = peft.load_adapter(model, os.path.join(resume_dir, ADAPTER_DIR))
     elif cfg.lora_r:
         try:
             peft.apply_lora(model, cfg.lora_targets, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout)
         except ValueError as e:  # a target that names no Linear layer
             raise UsageError(f"--lora-targets {cfg.lora_targets}: {e}") from None
-    if cfg.lora_r:
+    elif cfg.prompt_tuning:
+        text = cfg.prompt_init_text
+        model = peft.apply_prompt_tuning(model, cfg.prompt_tuning, "random" if text is None else "text",
+                                         text, tok, tokenizer_name_or_path=model_dir)
+    elif cfg.head_only:
+        for name, p in model.named_parameters():
+            p.requires_grad_(not name.startswith("bert."))
+    if adapter or cfg.head_only:
         log(peft.trainable_summary(model))
     return tok, model.train()
 
@@ -240,6 +253,10 @@ def setup(cfg: TrainConfig) -> Run:
         run.update(lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_targets=cfg.lora_targets)
     if cfg.adversarial:
         run.update(adversarial=cfg.adversarial, adv_eps=cfg.adv_eps)
+    if cfg.prompt_tuning:
+        run.update(prompt_tuning=cfg.prompt_tuning)
+    if cfg.head_only:
+        run.update(head_only=True)
     state = TrainerState(run=run)
     if resume_dir:
         state = load_state(resume_dir, opt, sched, run)
@@ -334,9 +351,13 @@ def _check_finite(value: float, what: str, state: TrainerState, last_dir: str) -
 def _save_model(model, tok, directory: str, state: TrainerState, metrics: dict) -> None:
     """Weights and config (loadable by transformers), tokenizer files and the dev metrics; for a
     LoRA model the weights are saved merged (W + ΔW), and the adapter alone in adapter/ (not
-    beside them: transformers with peft installed would apply an adapter it finds there, twice)."""
+    beside them: transformers with peft installed would apply an adapter it finds there, twice).
+    A prompt cannot be merged: a prompt-tuned model needs its adapter/ (peft's PeftModel)."""
     if peft.lora_layers(model):
         peft.save_merged(model, directory)
+        peft.save_adapter(model, os.path.join(directory, ADAPTER_DIR))
+    elif isinstance(model, peft.PromptTuningModel):  # the base (trained head) + the prompt beside it
+        model.base_model.save_pretrained(directory)
         peft.save_adapter(model, os.path.join(directory, ADAPTER_DIR))
     else:
         model.save_pretrained(directory)

@@ -96,6 +96,18 @@ class TrainConfig:
                           check=POSITIVE)
     adv_alpha: float = _opt(0.3, "PGD step size α", float, check=POSITIVE)
     adv_steps: int = _opt(3, "PGD steps K", int, check=AT_LEAST_1)
+    prompt_tuning: int = _opt(0, "prompt tuning: > 0 freezes the BERT and trains this many virtual-token "
+                                 "embeddings prepended to every input (and the head) only", int,
+                              check=NON_NEGATIVE)
+    prompt_init_text: str | None = _opt(None, "initialise the prompt with this text's token embeddings "
+                                              "(default: random N(0, 1))")
+    head_only: bool = _opt(False, "train the classification head only (the BERT frozen)", bool)
+    augment: str | None = _opt(None, "add augmented copies of the training texts (never dev): eda "
+                                     "(random swap/deletion/insertion) or neighbors (embedding-neighbour "
+                                     "word substitution)", choices=("eda", "neighbors"))
+    augment_rate: float = _opt(0.1, "share of each text's words an augmentation changes", float,
+                               check=OPEN_UNIT)
+    augment_copies: int = _opt(1, "augmented copies per training example", int, check=AT_LEAST_1)
 
 
 def flag(name: str) -> str:
@@ -124,7 +136,23 @@ def validate_flags(cfg: TrainConfig) -> None:
         raise UsageError("--resume continues a run and --overwrite replaces one: give only one")
     if cfg.lora_r and not any(comma_list(cfg.lora_targets)):
         raise UsageError("--lora-targets is empty; name the Linear layers that get LoRA (e.g. query,value)")
+    _check_parameter_efficient(cfg)
     _check_device(cfg.device)
+
+
+def _check_parameter_efficient(cfg: TrainConfig) -> None:
+    """LoRA, prompt tuning and head-only training each decide what trains: at most one of them."""
+    chosen = [f for f, on in (("--lora-r", cfg.lora_r), ("--prompt-tuning", cfg.prompt_tuning),
+                              ("--head-only", cfg.head_only)) if on]
+    if len(chosen) > 1:
+        raise UsageError(f"{' and '.join(chosen)} each choose what trains: give only one")
+    if cfg.prompt_init_text is not None and not cfg.prompt_tuning:
+        raise UsageError("--prompt-init-text needs --prompt-tuning N")
+    if cfg.prompt_init_text is not None and not cfg.prompt_init_text.strip():
+        raise UsageError("--prompt-init-text is empty")
+    if cfg.prompt_tuning and cfg.adversarial:
+        raise UsageError("--adversarial perturbs the word embeddings, which prompt tuning bypasses "
+                         "for the prompt: not supported with --prompt-tuning")
 
 
 def _check_device(device: str) -> None:
