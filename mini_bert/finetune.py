@@ -239,6 +239,15 @@ def setup(cfg: TrainConfig) -> Run:
     log(f"data: {json.dumps(d['stats'])}")
     model_dir, _ = check_model_dir(cfg)
     tok, model = load_model(cfg, model_dir, d["names"], resume_dir)
+    if cfg.augment:  # copies of the training examples only, never dev; labels copied
+        from .augment import augment_training_set
+
+        n = len(d["train"])
+        base = model.base_model if isinstance(model, peft.PromptTuningModel) else model
+        d["train"], d["y_train"] = augment_training_set(
+            d["train"], d["y_train"], cfg.augment, cfg.augment_rate, cfg.augment_copies, cfg.seed,
+            tok.convert_ids_to_tokens(list(range(len(tok)))), base.bert.embeddings.word_embeddings.weight.numpy())
+        log(f"augment: {cfg.augment}, rate {cfg.augment_rate}: {n} -> {len(d['train'])} training examples")
     attack = None if cfg.adversarial is None else (
         FGM(model, cfg.adv_eps) if cfg.adversarial == "fgm" else
         PGD(model, cfg.adv_eps, cfg.adv_alpha, cfg.adv_steps))
@@ -257,6 +266,8 @@ def setup(cfg: TrainConfig) -> Run:
         run.update(prompt_tuning=cfg.prompt_tuning)
     if cfg.head_only:
         run.update(head_only=True)
+    if cfg.augment:
+        run.update(augment=cfg.augment, augment_rate=cfg.augment_rate, augment_copies=cfg.augment_copies)
     state = TrainerState(run=run)
     if resume_dir:
         state = load_state(resume_dir, opt, sched, run)
