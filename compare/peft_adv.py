@@ -8,7 +8,8 @@ Every run is ``mini_bert.finetune.train`` on all-MiniLM-L6-v2 with the same seed
 evaluation on the full SST-2 dev set (872 sentences) at the end. It prints (and writes to
 ``--out``/results.md) one row per run: dev accuracy and F1, trainable parameters, seconds per
 optimizer step (training only: evaluation and checkpoint writing excluded) and for the whole
-run. The CPU is shared and noisy: compare step times within one invocation.
+run; ``results.json`` holds the same rows and the command. The CPU is shared and noisy: compare
+step times within one invocation.
 
 Runs: ``full`` (every weight, --lr), ``lora`` (r=8 on query/value + head, --lora-lr: LoRA is
 usually run at a ~10x larger rate, its update starts at 0 and is small), ``prompt`` (20 virtual
@@ -128,9 +129,12 @@ def main(argv: list[str] | None = None) -> int:
     table = "\n".join(lines)
     print(table)
     os.makedirs(args.out, exist_ok=True)
+    command = (f"python -m compare.peft_adv --runs {args.runs} --train-samples {args.train_samples} "
+               f"--epochs {args.epochs} --max-length {args.max_length}")
     with open(os.path.join(args.out, "results.md"), "w", encoding="utf-8") as f:
-        f.write(f"python -m compare.peft_adv --runs {args.runs} --train-samples "
-                f"{args.train_samples} --epochs {args.epochs} --max-length {args.max_length}\n\n{table}\n")
+        f.write(f"{command}\n\n{table}\n")
+    with open(os.path.join(args.out, "results.json"), "w", encoding="utf-8") as f:  # lesson 19 reads it
+        json.dump({"command": command, "rows": rows}, f, indent=1)
     return 0
 
 
