@@ -130,23 +130,42 @@ assert err < 1e-4
 # MiniLM: H = 384, 6 layers, 22.7 M weights, and the one-logit BCE head of lesson 10 (384 + 1
 # numbers), as in the runs of section 3. Prompt tuning with N = 20 trains 20 · 384 = 7 680 prompt
 # numbers plus the head; LoRA r = 8 on query and value trains 6 · 2 · 8 · (384 + 384) plus the
-# head; head-only trains the head alone. peft counts the same for its two methods on HF's MiniLM.
+# head; head-only trains the head alone. peft counts the same for its two methods on HF's MiniLM,
+# and with the same prompt values its prompt-tuned MiniLM gives our logits.
 
 # %%
 model_dir = mb.default_model_dir()
 hf_minilm = transformers.BertForSequenceClassification.from_pretrained(model_dir, num_labels=1)
 counts = {"full": sum(p.numel() for p in hf_minilm.parameters()), "head": 384 + 1}
-m = mb.BertForSequenceClassification.from_pretrained(model_dir, num_labels=1)
-counts["prompt"] = peft.count_trainable(peft.apply_prompt_tuning(m, 20))
+ours_minilm = peft.apply_prompt_tuning(mb.BertForSequenceClassification.from_pretrained(model_dir, num_labels=1), 20)
+counts["prompt"] = peft.count_trainable(ours_minilm)
 m = mb.BertForSequenceClassification.from_pretrained(model_dir, num_labels=1)
 counts["lora"] = peft.count_trainable(peft.apply_lora(m, "query,value", r=8))
+theirs_minilm = {}
 for kind, cfg in [("prompt", hf_peft.PromptTuningConfig(task_type="SEQ_CLS", num_virtual_tokens=20)),
                   ("lora", hf_peft.LoraConfig(task_type="SEQ_CLS", r=8, target_modules=["query", "value"]))]:
     fresh = transformers.BertForSequenceClassification.from_pretrained(model_dir, num_labels=1)
-    assert counts[kind] == hf_peft.get_peft_model(fresh, cfg).get_nb_trainable_parameters()[0], kind
+    theirs_minilm[kind] = hf_peft.get_peft_model(fresh, cfg).eval()
+    assert counts[kind] == theirs_minilm[kind].get_nb_trainable_parameters()[0], kind
 assert counts["prompt"] == 20 * 384 + counts["head"] and counts["lora"] == 6 * 2 * 8 * 768 + counts["head"]
 for kind, n in counts.items():
     print(f"{kind:6s} {n:>12,d} trainable ({100 * n / counts['full']:.3f}%)")
+
+# Section 1's check once more on the real MiniLM: peft's random prompt and head copied into ours.
+theirs_p = theirs_minilm["prompt"]
+ours_minilm.prompt_embeddings._data = theirs_p.prompt_encoder["default"].embedding.weight.detach().numpy().copy()
+head = theirs_p.base_model.classifier.modules_to_save["default"]
+ours_minilm.base_model.classifier.weight._data = head.weight.detach().numpy().copy()
+ours_minilm.base_model.classifier.bias._data = head.bias.detach().numpy().copy()
+tok = mb.BertTokenizer.from_pretrained(model_dir)
+enc = tok(["a gorgeous, witty, seductive movie.", "the plot is nothing but boilerplate clichés"],
+          padding=True, return_tensors="np")
+with torch.no_grad(), mg.no_grad():
+    a = ours_minilm.eval()(enc["input_ids"], attention_mask=enc["attention_mask"]).logits.numpy()
+    b = theirs_p(input_ids=torch.tensor(enc["input_ids"]), attention_mask=torch.tensor(enc["attention_mask"])).logits
+# float32 through 6 layers of 384-wide sums: measured ~1e-6 relative; 1e-4 leaves a wide margin.
+print(f"MiniLM + 20 virtual tokens: logits {a.ravel()} vs peft {b.numpy().ravel()}")
+assert _common.max_rel_err(a, b.numpy()) < 1e-4
 
 # %% [markdown]
 # ## 3. Accuracy against trainable parameters, measured
