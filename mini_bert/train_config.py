@@ -136,12 +136,13 @@ def validate_flags(cfg: TrainConfig) -> None:
         raise UsageError("--resume continues a run and --overwrite replaces one: give only one")
     if cfg.lora_r and not any(comma_list(cfg.lora_targets)):
         raise UsageError("--lora-targets is empty; name the Linear layers that get LoRA (e.g. query,value)")
-    _check_parameter_efficient(cfg)
+    _check_new_flags(cfg)
     _check_device(cfg.device)
 
 
-def _check_parameter_efficient(cfg: TrainConfig) -> None:
-    """LoRA, prompt tuning and head-only training each decide what trains: at most one of them."""
+def _check_new_flags(cfg: TrainConfig) -> None:
+    """Flags that only make sense together: at most one of LoRA, prompt tuning and head-only (each
+    decides what trains); the prompt and augmentation settings only with their method."""
     chosen = [f for f, on in (("--lora-r", cfg.lora_r), ("--prompt-tuning", cfg.prompt_tuning),
                               ("--head-only", cfg.head_only)) if on]
     if len(chosen) > 1:
@@ -150,6 +151,9 @@ def _check_parameter_efficient(cfg: TrainConfig) -> None:
         raise UsageError("--prompt-init-text needs --prompt-tuning N")
     if cfg.prompt_init_text is not None and not cfg.prompt_init_text.strip():
         raise UsageError("--prompt-init-text is empty")
+    if cfg.augment is None and (cfg.augment_rate, cfg.augment_copies) != (TrainConfig.augment_rate,
+                                                                          TrainConfig.augment_copies):
+        raise UsageError("--augment-rate and --augment-copies need --augment eda|neighbors")
     if cfg.prompt_tuning and cfg.adversarial:
         raise UsageError("--adversarial perturbs the word embeddings, which prompt tuning bypasses "
                          "for the prompt: not supported with --prompt-tuning")

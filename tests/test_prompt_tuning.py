@@ -181,6 +181,7 @@ def test_finetune_with_prompt_tuning_resumes_exactly_and_saves_what_peft_loads(t
     (["--prompt-init-text", "great movie"], "needs --prompt-tuning"),
     (["--prompt-tuning", "4", "--adversarial", "fgm"], "not supported with --prompt-tuning"),
     (["--prompt-tuning", "-1"], "--prompt-tuning must be >= 0"),
+    (["--augment-copies", "3"], "need --augment"),
 ])
 def test_cli_refuses_contradictory_flags(flags, message, capsys):
     from mini_bert import finetune as FT
