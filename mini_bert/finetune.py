@@ -192,6 +192,10 @@ def check_model_dir(cfg: TrainConfig) -> tuple[str, BertConfig]:
     if cfg.max_length > config.max_position_embeddings:
         raise UsageError(f"--max-length {cfg.max_length} exceeds the model's max_position_embeddings "
                          f"({config.max_position_embeddings}, in {model_dir}/config.json)")
+    if cfg.max_length + cfg.prompt_tuning > config.max_position_embeddings:
+        raise UsageError(f"--max-length {cfg.max_length} + --prompt-tuning {cfg.prompt_tuning} virtual "
+                         f"tokens exceed the model's max_position_embeddings "
+                         f"({config.max_position_embeddings}, in {model_dir}/config.json)")
     return model_dir, config
 
 
@@ -202,18 +206,27 @@ def load_model(cfg: TrainConfig, model_dir: str, names: list[str], resume_dir: s
         tok = BertTokenizer.from_pretrained(model_dir)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise CheckpointError(f"--model {model_dir}: cannot read the tokenizer files ({e})") from None
-    # A LoRA run keeps its trained weights in the adapter: resume from the frozen base + adapter.
+    # A LoRA or prompt-tuning run keeps its trained weights in the adapter: resume from the
+    # frozen base + adapter.
+    adapter = cfg.lora_r or cfg.prompt_tuning
     model = BertForSequenceClassification.from_pretrained(
-        model_dir if cfg.lora_r else resume_dir or model_dir, device=cfg.device,
+        model_dir if adapter else resume_dir or model_dir, device=cfg.device,
         **head_config(cfg.loss, names))
-    if cfg.lora_r and resume_dir:
-        peft.load_adapter(model, os.path.join(resume_dir, ADAPTER_DIR))
+    if adapter and resume_dir:
+        model = peft.load_adapter(model, os.path.join(resume_dir, ADAPTER_DIR))
     elif cfg.lora_r:
         try:
             peft.apply_lora(model, cfg.lora_targets, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout)
         except ValueError as e:  # a target that names no Linear layer
             raise UsageError(f"--lora-targets {cfg.lora_targets}: {e}") from None
-    if cfg.lora_r:
+    elif cfg.prompt_tuning:
+        text = cfg.prompt_init_text
+        model = peft.apply_prompt_tuning(model, cfg.prompt_tuning, "random" if text is None else "text",
+                                         text, tok, tokenizer_name_or_path=model_dir)
+    elif cfg.head_only:
+        for name, p in model.named_parameters():
+            p.requires_grad_(not name.startswith("bert."))
+    if adapter or cfg.head_only:
         log(peft.trainable_summary(model))
     return tok, model.train()
 
@@ -237,6 +250,15 @@ def setup(cfg: TrainConfig) -> Run:
     else:
         model_dir, _ = check_model_dir(cfg)
         tok, model = load_model(cfg, model_dir, d["names"], resume_dir)
+    if cfg.augment:  # copies of the training examples only, never dev; labels copied
+        from .augment import augment_training_set
+
+        n = len(d["train"])
+        base = model.base_model if isinstance(model, peft.PromptTuningModel) else model
+        d["train"], d["y_train"] = augment_training_set(
+            d["train"], d["y_train"], cfg.augment, cfg.augment_rate, cfg.augment_copies, cfg.seed,
+            tok.convert_ids_to_tokens(list(range(len(tok)))), base.bert.embeddings.word_embeddings.weight.numpy())
+        log(f"augment: {cfg.augment}, rate {cfg.augment_rate}: {n} -> {len(d['train'])} training examples")
     attack = None if cfg.adversarial is None else (
         FGM(model, cfg.adv_eps) if cfg.adversarial == "fgm" else
         PGD(model, cfg.adv_eps, cfg.adv_alpha, cfg.adv_steps))
@@ -254,6 +276,12 @@ def setup(cfg: TrainConfig) -> Run:
     if cfg.distill_from:
         run.update(distill_from=os.path.abspath(cfg.distill_from), student_layers=cfg.student_layers,
                    temperature=cfg.temperature, alpha=cfg.alpha)
+    if cfg.prompt_tuning:
+        run.update(prompt_tuning=cfg.prompt_tuning)
+    if cfg.head_only:
+        run.update(head_only=True)
+    if cfg.augment:
+        run.update(augment=cfg.augment, augment_rate=cfg.augment_rate, augment_copies=cfg.augment_copies)
     state = TrainerState(run=run)
     if resume_dir:
         state = load_state(resume_dir, opt, sched, run)
@@ -382,9 +410,13 @@ def _read_window(window: list, state: TrainerState, last_dir: str) -> tuple[np.n
 def _save_model(model, tok, directory: str, state: TrainerState, metrics: dict) -> None:
     """Weights and config (loadable by transformers), tokenizer files and the dev metrics; for a
     LoRA model the weights are saved merged (W + ΔW), and the adapter alone in adapter/ (not
-    beside them: transformers with peft installed would apply an adapter it finds there, twice)."""
+    beside them: transformers with peft installed would apply an adapter it finds there, twice).
+    A prompt cannot be merged: a prompt-tuned model needs its adapter/ (peft's PeftModel)."""
     if peft.lora_layers(model):
         peft.save_merged(model, directory)
+        peft.save_adapter(model, os.path.join(directory, ADAPTER_DIR))
+    elif isinstance(model, peft.PromptTuningModel):  # the base (trained head) + the prompt beside it
+        model.base_model.save_pretrained(directory)
         peft.save_adapter(model, os.path.join(directory, ADAPTER_DIR))
     else:
         model.save_pretrained(directory)

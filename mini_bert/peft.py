@@ -13,6 +13,9 @@ After training, ΔW can be folded into W (``merge``): the model then costs nothi
 inference and saves as a plain HF checkpoint. Only A, B and the task head need saving otherwise:
 ``save_adapter`` writes them with PEFT's names (``adapter_model.safetensors`` +
 ``adapter_config.json``), which the ``peft`` package can load onto a transformers model.
+
+Prompt tuning, the other parameter-efficient method here, lives in ``prompt_tuning.py`` and is
+re-exported from this module; ``save_adapter`` and ``load_adapter`` handle both kinds.
 """
 from __future__ import annotations
 
@@ -26,6 +29,9 @@ import numpy as np
 import minigrad as mg
 from minigrad import nn
 from minigrad.nn import functional as F
+
+from .prompt_tuning import (PromptTuningModel, apply_prompt_tuning, load_prompt_adapter,  # noqa: F401
+                            save_prompt_adapter)  # re-exported: prompt tuning is PEFT's other family here
 
 ADAPTER_WEIGHTS, ADAPTER_CONFIG = "adapter_model.safetensors", "adapter_config.json"
 PEFT_PREFIX = "base_model.model."   # PEFT's name for the wrapped model inside its PeftModel
@@ -214,9 +220,12 @@ def save_merged(model: nn.Module, directory: str) -> None:
 # ---- saving and loading the adapter --------------------------------------------------------------
 def save_adapter(model: nn.Module, directory: str, base_model_name_or_path: str | None = None) -> str:
     """Write A, B and the head (``adapter_model.safetensors``, keys prefixed with PEFT's
-    ``base_model.model.``) and ``adapter_config.json``. Returns the directory."""
+    ``base_model.model.``) and ``adapter_config.json``. Returns the directory.
+    (A PromptTuningModel: its prompt and head, see ``save_prompt_adapter``.)"""
     from safetensors.numpy import save_file
 
+    if isinstance(model, PromptTuningModel):
+        return save_prompt_adapter(model, directory, base_model_name_or_path)
     config = getattr(model, "lora_config", None)
     if config is None or not lora_layers(model):
         raise ValueError(f"{type(model).__name__} has no LoRA layers: call apply_lora first")
@@ -234,7 +243,9 @@ def save_adapter(model: nn.Module, directory: str, base_model_name_or_path: str 
 
 
 def load_adapter(model: nn.Module, directory: str) -> nn.Module:
-    """``apply_lora`` with the saved config, then the saved A, B and head weights; in place."""
+    """``apply_lora`` with the saved config, then the saved A, B and head weights; in place.
+    A prompt-tuning adapter (peft_type PROMPT_TUNING) returns a new PromptTuningModel wrapping
+    ``model`` instead: use the return value."""
     from minigrad.nn.state_dict import StateDictFit
 
     from .checkpoint import CheckpointError, read_weights
@@ -244,6 +255,8 @@ def load_adapter(model: nn.Module, directory: str) -> nn.Module:
     try:
         with open(config_path, encoding="utf-8") as f:
             config = json.load(f)
+        if isinstance(config, dict) and config.get("peft_type") == "PROMPT_TUNING":
+            return load_prompt_adapter(model, directory, config)
         r, alpha, targets = config["r"], config["lora_alpha"], config["target_modules"]
     except (FileNotFoundError, NotADirectoryError):
         raise MissingFileError(f"{config_path}: no adapter config (is this a LoRA adapter "

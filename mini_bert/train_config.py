@@ -110,6 +110,18 @@ class TrainConfig:
                                      check=POSITIVE)
     alpha: float | None = _opt(None, "loss = alpha·KD + (1 − alpha)·task loss (default: 0.5)",
                                float, check=UNIT)
+    prompt_tuning: int = _opt(0, "prompt tuning: > 0 freezes the BERT and trains this many virtual-token "
+                                 "embeddings prepended to every input (and the head) only", int,
+                              check=NON_NEGATIVE)
+    prompt_init_text: str | None = _opt(None, "initialise the prompt with this text's token embeddings "
+                                              "(default: random N(0, 1))")
+    head_only: bool = _opt(False, "train the classification head only (the BERT frozen)", bool)
+    augment: str | None = _opt(None, "add augmented copies of the training texts (never dev): eda "
+                                     "(random swap/deletion/insertion) or neighbors (embedding-neighbour "
+                                     "word substitution)", choices=("eda", "neighbors"))
+    augment_rate: float = _opt(0.1, "share of each text's words an augmentation changes", float,
+                               check=OPEN_UNIT)
+    augment_copies: int = _opt(1, "augmented copies per training example", int, check=AT_LEAST_1)
 
 
 def flag(name: str) -> str:
@@ -142,6 +154,7 @@ def validate_flags(cfg: TrainConfig) -> None:
         raise UsageError("--histogram-every needs --report-to tensorboard or wandb (metrics.jsonl "
                          "holds no histograms)")
     _check_distill_flags(cfg)
+    _check_new_flags(cfg)
     _check_device(cfg.device)
 
 
@@ -156,10 +169,29 @@ def _check_distill_flags(cfg: TrainConfig) -> None:
     if cfg.model is not None:
         raise UsageError("--model and --distill-from: the student is built from the teacher's layers; "
                          "give only --distill-from")
-    for name in ("lora_r", "adversarial"):
+    for name in ("lora_r", "prompt_tuning", "head_only", "adversarial"):
         if getattr(cfg, name):
             raise UsageError(f"{flag(name)} with --distill-from is not supported; distil first, then "
                              "run it on the student")
+
+
+def _check_new_flags(cfg: TrainConfig) -> None:
+    """Flags that only make sense together: at most one of LoRA, prompt tuning and head-only (each
+    decides what trains); the prompt and augmentation settings only with their method."""
+    chosen = [f for f, on in (("--lora-r", cfg.lora_r), ("--prompt-tuning", cfg.prompt_tuning),
+                              ("--head-only", cfg.head_only)) if on]
+    if len(chosen) > 1:
+        raise UsageError(f"{' and '.join(chosen)} each choose what trains: give only one")
+    if cfg.prompt_init_text is not None and not cfg.prompt_tuning:
+        raise UsageError("--prompt-init-text needs --prompt-tuning N")
+    if cfg.prompt_init_text is not None and not cfg.prompt_init_text.strip():
+        raise UsageError("--prompt-init-text is empty")
+    if cfg.augment is None and (cfg.augment_rate, cfg.augment_copies) != (TrainConfig.augment_rate,
+                                                                          TrainConfig.augment_copies):
+        raise UsageError("--augment-rate and --augment-copies need --augment eda|neighbors")
+    if cfg.prompt_tuning and cfg.adversarial:
+        raise UsageError("--adversarial perturbs the word embeddings, which prompt tuning bypasses "
+                         "for the prompt: not supported with --prompt-tuning")
 
 
 def _check_device(device: str) -> None:
