@@ -11,6 +11,12 @@ import math
 
 import numpy as np
 
+from . import parallel
+from .kernels import Kernels
+
+# Optional fast kernels (see kernels.py): numpy's is the thread pool that runs an op's own formula
+# on blocks of its arrays, on every core.
+kernels = Kernels(blocks=parallel.blocks)
 
 
 # ---- creation and conversion ------------------------------------------------------------------
