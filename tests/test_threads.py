@@ -163,3 +163,19 @@ def test_omp_num_threads_is_the_default():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
                          text=True, check=True)
     assert out.stdout.split() == ["3"]
+
+
+def test_blocks_in_place_formula(threads):
+    """A formula may update its arguments in place and return None (the optimizers' updates)."""
+    threads(3)
+    p, u = rng.standard_normal((50, 40)).astype(np.float32), rng.standard_normal((50, 40)).astype(np.float32)
+    want = p * np.float32(0.9) + u
+
+    def decay_and_add(p, u, keep):
+        p *= keep
+        p += u
+
+    assert parallel.blocks(decay_and_add, p, u, 0.9, axis=1) is None
+    assert np.array_equal(p, want)
+    with pytest.raises(ValueError, match="in place"):  # a strided view would be copied: writes lost
+        parallel.blocks(decay_and_add, p.T, u.T, 0.9)

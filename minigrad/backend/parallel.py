@@ -168,8 +168,10 @@ def blocks(fn: Callable, *args, axis: int = 0):
     (numbers, strings, None, arrays with fewer dims such as LayerNorm's weight) is passed whole.
     Blocks keep every dim, so ``fn`` may use negative axes, or axes after ``axis``. ``fn`` must
     return an array, or a tuple of arrays, whose dims 0..``axis`` are the block's: each is written
-    into one preallocated output. Use the largest ``axis`` that ``fn`` allows (``ndim - 1`` for an
-    elementwise formula, ``ndim - 2`` for a row-wise one): it gives the most freedom to cut blocks.
+    into one preallocated output. A formula may instead write into its (C-contiguous) array
+    arguments in place and return None; so does ``blocks`` then. Use the largest ``axis`` that
+    ``fn`` allows (``ndim - 1`` for an elementwise formula, ``ndim - 2`` for a row-wise one): it
+    gives the most freedom to cut blocks.
     Arrays that are cut are made C-contiguous first, so the result is bitwise that of ``fn`` on
     C-ordered arrays, at every thread count. Small inputs, one thread, and calls from inside a
     block (nesting) run ``fn`` on the whole arrays directly.
@@ -183,9 +185,10 @@ def blocks(fn: Callable, *args, axis: int = 0):
     plan = _plan(args, ref, axis)
     # C order first, whatever the thread count: numpy sums a strided row in another order than a
     # contiguous one, so a block of an F-ordered array would round differently from the whole.
-    args = tuple(np.ascontiguousarray(a) if cut else a for a, cut in zip(args, plan))
+    given, args = args, tuple(np.ascontiguousarray(a) if cut else a for a, cut in zip(args, plan))
+    copied = any(a is not b for a, b in zip(given, args))
     if _pool.size <= 1 or ref.size < MIN_PARALLEL_ELEMENTS or _pool.nested():
-        return fn(*args)
+        return _in_place_checked(fn(*args), copied)
     lead, inner = ref.shape[:axis + 1], math.prod(ref.shape[axis + 1:])
     whole, split = args, [a for a, cut in zip(args, plan) if cut]
     if all(a.shape[:axis + 1] == lead for a in split):
@@ -202,17 +205,17 @@ def blocks(fn: Callable, *args, axis: int = 0):
     rows = max(1, min(BLOCK_ELEMENTS // max(inner, 1), math.ceil(shape[-1] / _pool.size)))
     n_blocks = math.prod(shape[:-1]) * math.ceil(shape[-1] / rows)
     if n_blocks < 2:
-        return fn(*whole)
+        return _in_place_checked(fn(*whole), copied)
 
     def call(index: tuple):
         return fn(*(_cut(a, index) if cut else a for a, cut in zip(args, plan)))
 
     # Block 0 runs here first: its result gives the outputs' trailing shapes and dtypes.
     index0 = _block_index(shape, rows, 0)
-    first = call(index0)
+    first = _in_place_checked(call(index0), copied)
     single = not isinstance(first, tuple)
     outs = []
-    for r in (first,) if single else first:
+    for r in () if first is None else (first,) if single else first:
         want = tuple(s.stop - s.start for s in index0)
         if not isinstance(r, np.ndarray) or r.shape[:axis + 1] != want:
             raise ValueError(f"blocks: {getattr(fn, '__name__', fn)} returned "
@@ -224,12 +227,22 @@ def blocks(fn: Callable, *args, axis: int = 0):
     def run_block(i: int) -> None:
         index = _block_index(shape, rows, i + 1)
         result = call(index)
-        for out, r in zip(outs, (result,) if single else result):
+        for out, r in zip(outs, (result,) if single else result or ()):
             out[index] = r
 
     _pool.run(run_block, n_blocks - 1)
+    if first is None:
+        return None
     result = outs[0] if single else tuple(outs)
     return result if shape is lead else _unflatten(result, lead, axis)
+
+
+def _in_place_checked(result, copied: bool):
+    """A formula that returns None wrote into its array arguments: they must be the caller's."""
+    if result is None and copied:
+        raise ValueError("blocks: a formula that works in place (returns None) needs C-contiguous arrays; "
+                         "a copy was made, so its writes would be lost")
+    return result
 
 
 def _unflatten(result, lead: tuple, axis: int):
