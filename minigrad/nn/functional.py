@@ -48,18 +48,31 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True, generator=None) ->
 
 
 def embedding(input, weight: Tensor, padding_idx: int | None = None) -> Tensor:
-    """Rows of ``weight`` picked by the integer ids in ``input`` (any shape)."""
+    """Rows of ``weight`` picked by the integer ids in ``input`` (any shape).
+
+    Ids still on the host (numpy, a list, a tensor on "cpu") are range-checked here, for free. Ids
+    already on a torch device are left to torch's embedding kernel, which checks them itself (an
+    IndexError on the CPU, a device-side assert on a GPU), as torch does: reading them back here
+    would make every forward wait for the GPU.
+    """
+    if not isinstance(input, Tensor):
+        input = np.asarray(input)
+        _check_ids(input, weight.shape[0])
     ids = input if isinstance(input, Tensor) else Tensor(input, dtype="int64", device=weight.device)
     if ids.device != weight.device:
         raise RuntimeError(f"embedding: ids are on {ids.device!r} but the weight is on "
                            f"{weight.device!r}")
-    n = weight.shape[0]
-    if ids.numel():
-        lo, hi = int(ids._data.min()), int(ids._data.max())
+    if ids.device == "cpu" and input is ids:
+        _check_ids(ids._data, weight.shape[0])
+    return Embedding.apply(weight, ids._data, padding_idx)
+
+
+def _check_ids(ids: np.ndarray, n: int) -> None:
+    if ids.size:
+        lo, hi = int(ids.min()), int(ids.max())
         if lo < 0 or hi >= n:
             raise IndexError(f"embedding: id {hi if hi >= n else lo} is out of range for a table "
                              f"of {n} rows")
-    return Embedding.apply(weight, ids._data, padding_idx)
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
@@ -166,7 +179,10 @@ def _class_targets(input: Tensor, target: Tensor, weight: Tensor | None, ignore_
         raise ValueError(f"{name}: weight must have shape ({input.shape[1]},), one per class, got "
                          f"{weight.shape}")
     t = _raw(target, input, "target")
-    if target.numel():  # an id out of range would index another row's class silently or crash later
+    # An id out of range would index another row's class silently or crash later. Checked where the
+    # ids are on the host; on a torch device the gather in the op checks them (an error on the CPU,
+    # a device-side assert on a GPU, as torch's own loss), since reading them back would stall a GPU.
+    if target.numel() and target.device == "cpu":
         ids = target.numpy()
         bad = ids[(ids != ignore_index) & ((ids < 0) | (ids >= input.shape[1]))]
         if bad.size:
