@@ -361,6 +361,19 @@ def _embedding_backward(g, ids, num_weights, padding_idx):
     return _aten.embedding_dense_backward(g, ids, num_weights, pad, False)
 
 
+def _attention(q, k, v, mask, scale):
+    """(softmax(q kᵀ scale + mask) v, the log-sum-exp of each score row): torch's CPU flash kernel."""
+    return _aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, False, attn_mask=mask, scale=scale)
+
+
+def _attention_backward(g, q, k, v, out, lse, mask, scale):
+    """(dq, dk, dv) of ``_attention``, the probabilities recomputed from q, k and the log-sum-exp."""
+    return _aten._scaled_dot_product_flash_attention_for_cpu_backward(
+        g, q, k, v, out, lse, 0.0, False, attn_mask=mask, scale=scale)
+
+
+# attention: CPU only. CUDA's fused kernels (flash, memory-efficient) take other arguments and
+# need a GPU to be tested, so on CUDA ``attention_on`` says no and the composed attention runs.
 kernels = Kernels(
     gelu=lambda x, approximate: torch.nn.functional.gelu(x, approximate=approximate),
     gelu_backward=lambda g, x, approximate: _aten.gelu_backward(g, x, approximate=approximate),
@@ -373,4 +386,8 @@ kernels = Kernels(
     linear=_linear,
     embedding=lambda w, ids: torch.embedding(w, ids),
     embedding_backward=_embedding_backward,
+    attention=_attention,
+    attention_backward=_attention_backward,
+    attention_on=lambda q: q.device.type == "cpu",
 )
+

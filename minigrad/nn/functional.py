@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..ops.attention import ScaledDotProductAttention
 from ..ops.elementwise import Gelu
 from ..ops.loss import NLL, BCEWithLogits, BinaryCrossEntropy, CrossEntropy
 from ..ops.nn import Dropout, Embedding, LayerNorm, Linear
@@ -103,11 +104,20 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn
     As torch's: a bool ``attn_mask`` is True where attention is allowed, a float one is added to
     the scores; ``is_causal`` lets position i see positions ≤ i only (masked scores are -inf, so a
     fully masked row gives NaN, as in torch). ``dropout_p`` applies whenever it is non-zero (pass 0
-    in eval, as nanoGPT does).
+    in eval, as nanoGPT does). On torch:cpu, for 4-d inputs with no dropout, no causal flag and no
+    mask or a float mask that needs no gradient, it is one fused op (``ops.attention``) on torch's
+    flash-attention kernel, which never stores the [.., T, T] probabilities.
     """
     if is_causal and attn_mask is not None:
         raise ValueError("scaled_dot_product_attention: give attn_mask or is_causal, not both")
-    scores = (query @ key.transpose(-2, -1)) * (scale if scale is not None else query.shape[-1] ** -0.5)
+    scale = scale if scale is not None else query.shape[-1] ** -0.5
+    fused = query._xp.kernels.attention_on
+    if (fused is not None and fused(query._data) and dropout_p == 0.0 and not is_causal
+            and query.ndim == 4 and query.dtype == key.dtype == value.dtype
+            and (attn_mask is None or (attn_mask.dtype == query.dtype and not attn_mask.requires_grad))):
+        return ScaledDotProductAttention.apply(query, key, value,
+                                               None if attn_mask is None else attn_mask._data, scale)
+    scores = (query @ key.transpose(-2, -1)) * scale
     if is_causal:
         n, m = scores.shape[-2:]
         attn_mask = Tensor(np.tril(np.ones((n, m), dtype=bool)), device=query.device)
