@@ -109,6 +109,11 @@ def test_train_step_reads_nothing_back_from_the_device(problem):
             assert not found, f"{phase} read {len(found)} value(s) back from the device:\n{_explain(found)}"
     # The step did run: a finite loss and norm, read here, outside the counted phases.
     assert np.isfinite(loss.item()) and float(norm) > 0.01
+    model.eval()  # inference: no dropout, so attention runs on the fused kernel
+    with count_reads() as reads, mg.no_grad():
+        logits = model(ids, attention_mask=mask).logits
+    assert not reads, f"an eval forward read {len(reads)} value(s) back:\n{_explain(reads)}"
+    assert logits.grad_fn is None and np.isfinite(logits.numpy()).all()
 
 
 @pytest.mark.parametrize("read", [
