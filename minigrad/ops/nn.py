@@ -112,7 +112,6 @@ class LayerNorm(Function):
         if k is not None:
             y, mean, rstd = k(x, weight, bias, n, eps)
             ctx.save_for_backward(x, rstd, weight, mean, bias)
-            ctx.native = True
             return y
 
         def formula(x):
