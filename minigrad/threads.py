@@ -12,7 +12,6 @@ import warnings
 
 from .backend import parallel
 
-_blas = None  # threadpoolctl's controller of the BLAS libraries numpy loaded, found on first use
 _chosen: int | None = None  # what set_num_threads was last given (None: the defaults stand)
 
 
@@ -33,19 +32,13 @@ def set_num_threads(n: int) -> None:
 
 
 def _pin_blas(n: int) -> None:
-    global _blas
-    if _blas is None:
-        try:
-            from threadpoolctl import ThreadpoolController
-        except ImportError:
-            warnings.warn("threadpoolctl is not installed: set_num_threads sizes minigrad's own pool "
-                          "and torch's, but cannot pin numpy's BLAS (pip install threadpoolctl, or "
-                          "set OMP_NUM_THREADS before Python starts)", RuntimeWarning, stacklevel=3)
-            _blas = False
-            return
-        _blas = ThreadpoolController().select(user_api="blas")
-    if _blas:
-        _blas.limit(limits=n)
+    libs = parallel.blas_libraries()
+    if not libs:
+        warnings.warn("threadpoolctl is not installed: set_num_threads sizes minigrad's own pool and "
+                      "torch's, but cannot pin numpy's BLAS (pip install threadpoolctl, or set "
+                      "OMP_NUM_THREADS before Python starts)", RuntimeWarning, stacklevel=3)
+    for lib in libs:
+        lib.set_num_threads(n)
 
 
 def pin_torch() -> None:

@@ -179,3 +179,17 @@ def test_blocks_in_place_formula(threads):
     assert np.array_equal(p, want)
     with pytest.raises(ValueError, match="in place"):  # a strided view would be copied: writes lost
         parallel.blocks(decay_and_add, p.T, u.T, 0.9)
+
+
+@pytest.mark.parametrize("b_lead", [(3, 4), (1, 4)], ids=["same", "broadcast"])
+def test_matmul_stack_over_the_pool(threads, b_lead):
+    """Attention's stacked products, cut over the pool with one BLAS thread each; numpy's BLAS
+    thread count is put back afterwards."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    threads(2)
+    a = rng.standard_normal((3, 4, 5, 6)).astype(np.float32)
+    b = rng.standard_normal((*b_lead, 6, 7)).astype(np.float32)
+    # float32 GEMMs may sum K in another blocking on another thread count: a few ulp.
+    np.testing.assert_allclose(numpy_backend.matmul(a, b.transpose(0, 1, 3, 2).copy().transpose(0, 1, 3, 2)),
+                               np.matmul(a, b), rtol=1e-5, atol=1e-6)
+    assert {i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"} == {2}

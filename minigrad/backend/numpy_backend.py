@@ -262,6 +262,8 @@ def matmul(a, b):
         a = np.ascontiguousarray(a)
     if b.ndim > 2:
         b = np.ascontiguousarray(b)
+    if a.ndim > 2:  # a stack of products: over the thread pool, one BLAS thread each
+        return parallel.matmul_stack(a, b)
     return np.matmul(a, b)
 
 
