@@ -193,3 +193,18 @@ def test_matmul_stack_over_the_pool(threads, b_lead):
     np.testing.assert_allclose(numpy_backend.matmul(a, b.transpose(0, 1, 3, 2).copy().transpose(0, 1, 3, 2)),
                                np.matmul(a, b), rtol=1e-5, atol=1e-6)
     assert {i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"} == {2}
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_blocks_with_block_elements_cut_on_any_thread_count(threads, n):
+    """block_elements (cache-sized blocks for a many-pass formula) cuts even on one thread."""
+    threads(n)
+    x = rng.standard_normal((30, 70)).astype(np.float32)
+    calls = []
+
+    def formula(a):
+        calls.append(a.shape)
+        return softmax_rows(a)
+
+    assert np.array_equal(parallel.blocks(formula, x, block_elements=140), softmax_rows(x))
+    assert len(calls) == 15 and all(s[0] * s[1] <= 140 for s in calls)

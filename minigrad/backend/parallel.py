@@ -219,7 +219,7 @@ def _cut(a: np.ndarray, index: tuple) -> np.ndarray:
     return a[tuple(s if a.shape[d] != 1 else slice(0, 1) for d, s in enumerate(index))]
 
 
-def blocks(fn: Callable, *args, axis: int = 0):
+def blocks(fn: Callable, *args, axis: int = 0, block_elements: int | None = None):
     """``fn(*args)``, computed block by block on every thread of the pool.
 
     The first ndarray in ``args`` is the reference. Each ndarray argument with as many dims is cut
@@ -233,7 +233,9 @@ def blocks(fn: Callable, *args, axis: int = 0):
     gives the most freedom to cut blocks.
     Arrays that are cut are made C-contiguous first, so the result is bitwise that of ``fn`` on
     C-ordered arrays, at every thread count. Small inputs, one thread, and calls from inside a
-    block (nesting) run ``fn`` on the whole arrays directly.
+    block (nesting) run ``fn`` on the whole arrays directly, unless ``block_elements`` is given:
+    then blocks of at most that many elements are cut on any thread count (run one after another
+    when there is one thread), for a formula of many passes whose temporaries should stay in cache.
     """
     ref = next((a for a in args if isinstance(a, np.ndarray)), None)
     if ref is None:
@@ -246,8 +248,10 @@ def blocks(fn: Callable, *args, axis: int = 0):
     # contiguous one, so a block of an F-ordered array would round differently from the whole.
     given, args = args, tuple(np.ascontiguousarray(a) if cut else a for a, cut in zip(args, plan))
     copied = any(a is not b for a, b in zip(given, args))
-    if _pool.size <= 1 or ref.size < MIN_PARALLEL_ELEMENTS or _pool.nested():
+    serial = _pool.size <= 1 or _pool.nested()
+    if (serial or ref.size < MIN_PARALLEL_ELEMENTS) and (block_elements is None or ref.size <= block_elements):
         return _in_place_checked(fn(*args), copied)
+    block_elements = block_elements or BLOCK_ELEMENTS
     lead, inner = ref.shape[:axis + 1], math.prod(ref.shape[axis + 1:])
     whole, split = args, [a for a, cut in zip(args, plan) if cut]
     if all(a.shape[:axis + 1] == lead for a in split):
@@ -261,7 +265,7 @@ def blocks(fn: Callable, *args, axis: int = 0):
             axis -= 1
             lead, inner = lead[:-1], inner * ref.shape[axis + 1]
         shape = lead
-    rows = max(1, min(BLOCK_ELEMENTS // max(inner, 1), math.ceil(shape[-1] / _pool.size)))
+    rows = max(1, min(block_elements // max(inner, 1), math.ceil(shape[-1] / _pool.size)))
     n_blocks = math.prod(shape[:-1]) * math.ceil(shape[-1] / rows)
     if n_blocks < 2:
         return _in_place_checked(fn(*whole), copied)
@@ -289,7 +293,11 @@ def blocks(fn: Callable, *args, axis: int = 0):
         for out, r in zip(outs, (result,) if single else result or ()):
             out[index] = r
 
-    _pool.run(run_block, n_blocks - 1)
+    if serial:
+        for i in range(n_blocks - 1):
+            run_block(i)
+    else:
+        _pool.run(run_block, n_blocks - 1)
     if first is None:
         return None
     result = outs[0] if single else tuple(outs)
