@@ -22,9 +22,10 @@ from typing import Callable
 
 import numpy as np
 
-# Below this many elements in the reference array, ``blocks`` calls fn directly: dispatching to
-# the pool costs ~30-60 µs (queue, wake-up, per-block slicing); measured on a 2-core EPYC, GELU's
-# formula on 64K float32 elements takes ~0.3 ms, where two threads start to win clearly.
+# Below this many elements in the reference array, ``blocks`` calls fn directly: a dispatch to the
+# pool (queue, wake-up, per-block slicing and copies) cost ~0.3 ms on the 2-core development
+# machine under heavy load, and a 5-pass formula (softmax) on 64K float32 elements ~0.4 ms on one
+# core; smaller inputs cannot pay for it.
 MIN_PARALLEL_ELEMENTS = 1 << 16
 # Elements per block (at most): a few blocks per thread, so that a thread slowed by other load
 # leaves its share to the others. Smaller blocks did not pay for themselves through the cache:
@@ -81,16 +82,20 @@ class _Pool:
     """``size - 1`` daemon worker threads (the calling thread is the last worker), started lazily."""
 
     def __init__(self, size: int):
-        self.size = size
-        self.queue: queue.SimpleQueue = queue.SimpleQueue()
-        self.workers: list[threading.Thread] = []
         self.local = threading.local()  # .busy: this thread is running blocks (a nested call -> inline)
+        self.workers: list[threading.Thread] = []
+        self.resize(size)
 
     def resize(self, n: int) -> None:
         """Old workers read a None from the old queue and exit; new ones start on a new queue."""
         for _ in self.workers:
             self.queue.put(None)
-        self.__init__(n)
+        self.forget_workers()
+        self.size = n
+
+    def forget_workers(self) -> None:
+        self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.workers = []
 
     def _worker(self, jobs: queue.SimpleQueue) -> None:
         self.local.busy = True
@@ -120,7 +125,7 @@ class _Pool:
 
 _pool = _Pool(_default_num_threads())
 if hasattr(os, "register_at_fork"):  # a forked child has none of the parent's threads: start afresh
-    os.register_at_fork(after_in_child=lambda: _pool.__init__(_pool.size))
+    os.register_at_fork(after_in_child=_pool.forget_workers)
 
 
 def num_threads() -> int:
