@@ -130,8 +130,11 @@ def test_blocks_bad_arguments(threads):
         parallel.blocks(np.add, x, np.ones((4, 50), np.float32))
     with pytest.raises(ValueError, match="must keep dims"):
         parallel.blocks(lambda a: a.sum(axis=0), x)
-    with pytest.raises(TypeError, match="no array"):
-        parallel.blocks(lambda v: v, 3.0)
+    with pytest.raises(ValueError, match="out of range"):
+        parallel.blocks(np.negative, x, axis=2)
+    # Nothing to cut (numpy scalars, 0-d arrays): the formula runs as it is.
+    assert parallel.blocks(np.negative, np.float32(2.0)) == -2.0
+    assert parallel.blocks(np.negative, np.array(3.0)).shape == ()
 
 
 def test_kernels_namespace():

@@ -243,8 +243,8 @@ def blocks(fn: Callable, *args, axis: int = 0, block_elements: int | None = None
     when there is one thread), for a formula of many passes whose temporaries should stay in cache.
     """
     ref = next((a for a in args if isinstance(a, np.ndarray)), None)
-    if ref is None:
-        raise TypeError("blocks: no array among the arguments")
+    if ref is None or ref.ndim == 0:  # numpy scalars and 0-d arrays: nothing to cut
+        return fn(*args)
     axis = axis + ref.ndim if axis < 0 else axis
     if not 0 <= axis < ref.ndim:
         raise ValueError(f"blocks: axis {axis} out of range for an array of shape {ref.shape}")
