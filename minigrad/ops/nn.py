@@ -157,7 +157,8 @@ def _dropout_formula(scale, x, keep):
 
 class Dropout(Function):
     """y = x m / (1 - p), m ~ Bernoulli(1 - p);  dy/dx = m / (1 - p) (inverted dropout: eval needs
-    no rescaling)."""
+    no rescaling). Both directions are ``_dropout_formula``, over blocks on numpy's thread pool; on
+    torch too (its native dropout would draw m from torch's global generator, not the one given)."""
 
     @staticmethod
     def forward(ctx, x, p, generator):
