@@ -1,6 +1,8 @@
 """Adam and AdamW, with torch's exact update order (bias corrections folded as torch folds them)."""
 from __future__ import annotations
 
+import math
+
 from .multi_tensor import FlatState, adam_numpy, adam_torch
 from .optimizer import Optimizer, check_hyperparameters
 
@@ -10,10 +12,10 @@ class Adam(Optimizer):
     m ← β₁m + (1 - β₁)g;  v ← β₂v + (1 - β₂)g²;
     θ ← θ - lr/(1 - β₁ᵗ) · m / (sqrt(v)/sqrt(1 - β₂ᵗ) + ε).
 
-    The update runs for a whole group of parameters at once (``multi_tensor.py``): torch's
-    ``_foreach`` kernels on the torch backend, one formula over flat buffers on every core on numpy.
-    ``foreach=False`` updates one parameter at a time, as torch's single-tensor path (same math);
-    ``fused`` is accepted for torch compatibility (nanoGPT passes it) and means the grouped path.
+    ``_update`` is that formula for one parameter. By default (``foreach`` None or True, or
+    ``fused``) a whole group is updated at once (``multi_tensor.py``): on numpy the same ``_update``
+    runs over flat buffers of the group's moments, in cache-sized blocks on every core; on the torch
+    backend torch's ``_foreach`` kernels compute it. ``foreach=False`` updates one tensor at a time.
     """
 
     decoupled = False
@@ -25,35 +27,51 @@ class Adam(Optimizer):
             raise RuntimeError("`fused` and `foreach` cannot be `True` together.")  # torch's message
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
         self.grouped = foreach is not False
-        self._flat: dict[tuple, FlatState] = {}  # numpy moment buffers, per (group, dtype)
+        self._flat: dict[tuple, FlatState] = {}  # numpy moment buffers, per (group, device, dtype)
+
+    def _update(self, p, grad, state, group):
+        xp, lr, wd = p._xp, group["lr"], group["weight_decay"]
+        b1, b2 = group["betas"]
+        if not state:
+            state["step"] = 0
+            state["exp_avg"] = xp.zeros(p.shape, p.dtype, p.device)
+            state["exp_avg_sq"] = xp.zeros(p.shape, p.dtype, p.device)
+        state["step"] += 1
+        t, m, v = state["step"], state["exp_avg"], state["exp_avg_sq"]
+        if wd and self.decoupled:
+            p._data *= 1 - lr * wd
+        elif wd:
+            grad = grad + wd * p._data
+        m *= b1
+        m += (1 - b1) * grad
+        v *= b2
+        v += (1 - b2) * grad * grad
+        denom = xp.sqrt(v) / math.sqrt(1 - b2 ** t) + group["eps"]
+        p._data -= (lr / (1 - b1 ** t)) * (m / denom)
 
     def _step_group(self, index: int, group: dict, params: list) -> None:
-        kinds: dict[tuple, list] = {}  # one grouped update per backend, device and dtype
+        if not self.grouped:
+            return super()._step_group(index, group, params)
+        kinds: dict[tuple, list] = {}  # one grouped update per device and dtype
         for p in params:
             kinds.setdefault((p.device, p.dtype), []).append(p)
         for kind, ps in kinds.items():
-            for chunk in [ps] if self.grouped else [[p] for p in ps]:
-                self._adam(index, kind, group, chunk)
-
-    def _adam(self, index: int, kind: tuple, group: dict, params: list) -> None:
-        states = [self._state_for(p) for p in params]
-        for p, s in zip(params, states):
-            if not s:
-                s["step"] = 0
-                s["exp_avg"] = p._xp.zeros(p.shape, p.dtype, p.device)
-                s["exp_avg_sq"] = p._xp.zeros(p.shape, p.dtype, p.device)
-            s["step"] += 1
-        steps = [s["step"] for s in states]
-        grads = [p.grad._data for p in params]
-        if p.device != "cpu":
-            adam_torch([p._data for p in params], grads, [s["exp_avg"] for s in states],
-                       [s["exp_avg_sq"] for s in states], steps, group, self.decoupled)
-            return
-        key = (index, kind, len(params) == 1 and id(params[0]))
-        flat = self._flat.get(key)
-        if flat is None or not flat.fits(params, states):
-            flat = self._flat[key] = FlatState(params, states)
-        adam_numpy(flat, params, grads, steps, group, self.decoupled, params[0]._xp.kernels.blocks)
+            states = [self._state_for(p) for p in ps]
+            for p, s in zip(ps, states):
+                if not s:
+                    s["step"] = 0
+                    s["exp_avg"] = p._xp.zeros(p.shape, p.dtype, p.device)
+                    s["exp_avg_sq"] = p._xp.zeros(p.shape, p.dtype, p.device)
+                s["step"] += 1
+            steps, grads = [s["step"] for s in states], [p.grad._data for p in ps]
+            if kind[0] != "cpu":
+                adam_torch([p._data for p in ps], grads, [s["exp_avg"] for s in states],
+                           [s["exp_avg_sq"] for s in states], steps, group, self.decoupled)
+                continue
+            flat = self._flat.get((index, kind))
+            if flat is None or not flat.fits(ps, states):
+                flat = self._flat[(index, kind)] = FlatState(ps, states)
+            adam_numpy(self._update, flat, ps, grads, steps, group, self.decoupled, ps[0]._xp)
 
 
 class AdamW(Adam):
