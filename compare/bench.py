@@ -1,14 +1,21 @@
 """mini_bert vs HuggingFace transformers, same inputs, same machine, same run: ratios, not absolutes.
 
-    python -m compare.bench [--model DIR] [--device cpu|cuda] [--shapes 32x128,8x512] [--save]
+    python -m compare.bench [--backends cpu,torch:cpu] [--threads default,1] [--repeats 7]
+                            [--shapes 32x128] [--model DIR] [--device cuda] [--save]
 
-For each batch shape it measures, as the median of --repeats runs after a warm-up:
+For each thread setting (``default``: every framework's own default, i.e. OMP_NUM_THREADS if set,
+else one thread per core; ``N``: all pinned to N), one fresh process loads mini_bert on each
+backend and HF with eager attention and with its default, ``sdpa``, and times them *interleaved*:
+each repeat runs every model once, in a rotating order, so a load spike on a shared machine hits
+all of them alike. The ratio mini_bert / HF is taken within each repeat; the table shows the
+median of those ratios (at least 7 by default), and the median times beside them:
   forward     eval mode, no graph (minigrad.no_grad / torch.no_grad)
   train step  forward + backward + AdamW step, dropout on, BCE-with-logits on one logit
-and for the first shape the peak memory of a train step: the whole-process RSS above the
-post-load baseline, each framework measured in a fresh process of its own. It also prints the
-forward's achieved GFLOP/s next to the machine's measured sgemm rate, and (from
-compare.bench_engine) the per-op overhead on small tensors. On --device cuda it uses random
+  GFLOP/s     matmul FLOPs of the forward (and 3x that for a train step) per second, next to the
+              machine's sgemm rate measured in the same process (the better of numpy's and torch's)
+  peak memory of a train step: the whole-process RSS above the post-load baseline (on CUDA, the
+              allocator's peak), each model measured alone in a fresh process.
+The thread counts each framework actually used are printed. On --device cuda it uses random
 BERT-base-sized weights (the MiniLM checkpoint is too small to load a GPU).
 """
 from __future__ import annotations
@@ -26,18 +33,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def median_time(fn, repeats: int, sync=lambda: None) -> float:
-    fn()  # warm-up: first-call allocations, lazy imports, kernel selection
-    sync()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+HF = ("hf-eager", "hf-sdpa")  # HF's attention implementations: the eager math, and its default
 
 
 def forward_flops(cfg: dict, batch: int, seq: int) -> float:
@@ -49,14 +45,24 @@ def forward_flops(cfg: dict, batch: int, seq: int) -> float:
 
 
 def sgemm_gflops(device: str) -> float:
-    """The machine's float32 matmul rate: one large GEMM through torch, the best of 5."""
+    """The machine's float32 matmul rate at the current thread count: the best of numpy's BLAS and
+    torch on one large GEMM (best of 5 runs each)."""
     import torch
 
     dev = "cuda" if device.startswith("cuda") else "cpu"
     n = 4096 if dev == "cuda" else 2048
-    a, b = torch.randn(n, n, device=dev), torch.randn(n, n, device=dev)
+    ta, tb = torch.randn(n, n, device=dev), torch.randn(n, n, device=dev)
+    na, nb = ta.cpu().numpy(), tb.cpu().numpy()
     sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
-    best = min(median_time(lambda: a @ b, 1, sync) for _ in range(5))
+    best = float("inf")
+    for fn in ((lambda: ta @ tb),) + (() if dev == "cuda" else ((lambda: na @ nb),)):
+        fn()
+        for _ in range(5):
+            sync()
+            start = time.perf_counter()
+            fn()
+            sync()
+            best = min(best, time.perf_counter() - start)
     return 2 * n ** 3 / best / 1e9
 
 
@@ -77,28 +83,12 @@ def random_base_checkpoint(out: Path) -> Path:
     return out
 
 
-# ---- one framework, one process ----------------------------------------------------------------
-def _rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def _reset_peak() -> None:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # resets VmHWM to the current RSS
-    except OSError:
-        pass
-
-
-def run_one(framework: str, model_dir: str, device: str, batch: int, seq: int, repeats: int,
-            memory: bool) -> dict:
+# ---- inside a worker process ---------------------------------------------------------------------
+def build(name: str, model_dir: str, device: str, batch: int, seq: int):
+    """(forward, train_step, sync) for ``name``: "hf-eager", "hf-sdpa" or a minigrad device."""
     ids, mask, labels = make_inputs(json.loads((Path(model_dir) / "config.json").read_text())
                                     ["vocab_size"], batch, seq)
-    if framework == "hf":
+    if name in HF:
         import torch
         from transformers import BertForSequenceClassification
 
@@ -107,87 +97,193 @@ def run_one(framework: str, model_dir: str, device: str, batch: int, seq: int, r
         sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
         model = BertForSequenceClassification.from_pretrained(
             model_dir, num_labels=1, problem_type="multi_label_classification",
-            attn_implementation="eager").to(dev)
-        t_ids, t_mask = torch.from_numpy(ids).to(dev), torch.from_numpy(mask).to(dev)
-        t_labels = torch.from_numpy(labels).to(dev)
+            attn_implementation=name[len("hf-"):]).to(dev)
+        x, m, y = (torch.from_numpy(a).to(dev) for a in (ids, mask, labels))
         opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
-
-        def forward():
-            model.eval()
-            with torch.no_grad():
-                model(input_ids=t_ids, attention_mask=t_mask).logits
-
-        def train_step():
-            model.train()
-            opt.zero_grad(set_to_none=True)
-            model(input_ids=t_ids, attention_mask=t_mask, labels=t_labels).loss.backward()
-            opt.step()
+        grad_off = torch.no_grad
     else:
         import minigrad as mg
         from mini_bert import BertForSequenceClassification
 
         mg.manual_seed(0)
         model = BertForSequenceClassification.from_pretrained(
-            model_dir, device=device, num_labels=1, problem_type="multi_label_classification")
-        m_ids, m_mask = mg.tensor(ids, device=device), mg.tensor(mask, device=device)
-        m_labels = mg.tensor(labels, device=device)
+            model_dir, device=name, num_labels=1, problem_type="multi_label_classification")
+        x, m, y = (mg.tensor(a, device=name) for a in (ids, mask, labels))
         opt = mg.optim.AdamW(model.parameters(), lr=1e-5)
+        grad_off = mg.no_grad
 
         def sync():
-            mg.backend.resolve(device)[0].synchronize(device)
+            mg.backend.resolve(name)[0].synchronize(name)
 
-        def forward():
-            model.eval()
-            with mg.no_grad():
-                model(m_ids, attention_mask=m_mask).logits
+    def forward():
+        model.eval()
+        with grad_off():
+            model(x, attention_mask=m).logits
 
-        def train_step():
-            model.train()
-            opt.zero_grad(set_to_none=True)
-            model(m_ids, attention_mask=m_mask, labels=m_labels).loss.backward()
-            opt.step()
+    def train_step():
+        model.train()
+        opt.zero_grad(set_to_none=True)
+        model(x, attention_mask=m, labels=y).loss.backward()
+        opt.step()
 
-    if memory:  # one process, one measurement: train-step peak RSS above the loaded baseline
-        forward()
-        _reset_peak()
-        base = _rss_mb()
+    return forward, train_step, sync
+
+
+def thread_counts() -> dict:
+    """What each pool actually runs with in this process."""
+    import torch
+
+    import minigrad as mg
+
+    counts = {"minigrad": mg.get_num_threads(), "torch": torch.get_num_threads()}
+    try:
+        from threadpoolctl import threadpool_info
+
+        counts["numpy BLAS"] = max(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas")
+    except (ImportError, ValueError):
+        pass
+    return counts
+
+
+def time_interleaved(names: list[str], fns: list, syncs: list, repeats: int) -> dict[str, list[float]]:
+    """Seconds per call of each fn, one call of each per repeat, in an order rotated every repeat."""
+    for fn, sync in zip(fns, syncs):  # warm-up: first-call allocations, lazy imports, kernel choice
+        fn()
+        sync()
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(repeats):
+        for k in range(len(names)):
+            i = (k + r) % len(names)
+            syncs[i]()
+            start = time.perf_counter()
+            fns[i]()
+            syncs[i]()
+            times[names[i]].append(time.perf_counter() - start)
+    return times
+
+
+def worker_times(backends: list[str], model_dir: str, device: str, batch: int, seq: int,
+                 repeats: int) -> dict:
+    names = backends + list(HF)
+    built = [build(n, model_dir, device, batch, seq) for n in names]
+    out = {"threads": thread_counts(), "sgemm": sgemm_gflops(device)}
+    for key, which in (("forward", 0), ("train", 1)):
+        out[key] = time_interleaved(names, [b[which] for b in built], [b[2] for b in built], repeats)
+    return out
+
+
+def worker_memory(name: str, model_dir: str, device: str, batch: int, seq: int) -> dict:
+    """Train-step peak above the loaded baseline: process RSS (VmHWM, reset first), or on CUDA the
+    torch allocator's peak."""
+    forward, train_step, sync = build(name, model_dir, device, batch, seq)
+    forward()
+    sync()
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
         train_step()
         train_step()
-        return {"peak_mb": _rss_mb() - base}
-    return {"forward_s": median_time(forward, repeats, sync),
-            "train_s": median_time(train_step, max(3, repeats // 2), sync)}
+        sync()
+        return {"peak_mb": (torch.cuda.max_memory_allocated() - base) / 2 ** 20}
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # resets VmHWM to the current RSS
+    except OSError:
+        pass
+    base = _rss_peak_mb()
+    train_step()
+    train_step()
+    return {"peak_mb": _rss_peak_mb() - base}
 
 
-def in_subprocess(*args, threads: int | None = None) -> dict:
-    """Run one measurement in a fresh process (clean memory baseline, its own thread pools)."""
-    cmd = [sys.executable, "-m", "compare.bench", "--_worker", json.dumps(args)]
+def _rss_peak_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def in_subprocess(task: str, args: list, threads: str) -> dict:
+    """Run one worker task in a fresh process (its own thread pools, a clean memory baseline).
+    ``threads``: "default" leaves the environment alone; a number pins every pool to it."""
     env = dict(os.environ)
-    if threads:  # the same pinning for numpy's OpenBLAS and torch's OpenMP pools
-        env.update({k: str(threads) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-                                              "MKL_NUM_THREADS")})
+    if threads != "default":
+        env.update({k: threads for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")})
+    cmd = [sys.executable, "-m", "compare.bench", "--_worker", json.dumps([task, threads, *args])]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False, env=env)
     if out.returncode != 0:
-        raise RuntimeError(f"benchmark worker failed:\n{out.stderr[-3000:]}")
+        raise RuntimeError(f"benchmark worker {task} {args} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def run_worker(spec: str) -> dict:
+    task, threads, *args = json.loads(spec)
+    if threads != "default":
+        import minigrad as mg
+
+        mg.set_num_threads(int(threads))  # minigrad's pool, numpy's BLAS and torch, all to N
+    return worker_times(*args) if task == "times" else worker_memory(*args)
+
+
 # ---- the report --------------------------------------------------------------------------------
+def _median_ratio(ours: list[float], theirs: list[float]) -> float:
+    return float(np.median(np.asarray(ours) / np.asarray(theirs)))
+
+
+def report_rows(backends: list[str], cfg: dict, b: int, t: int, times: dict, memory: dict | None) -> list[str]:
+    rows = []
+    flops = {"forward": forward_flops(cfg, b, t), "train": 3 * forward_flops(cfg, b, t)}
+    for backend in backends:
+        label = "numpy" if backend == "cpu" else backend
+        for key, what in (("forward", "forward"), ("train", "train step")):
+            ours = times[key][backend]
+            cells = [f"{np.median(ours) * 1e3:.0f} ms"]
+            for hf in HF:
+                cells += [f"{np.median(times[key][hf]) * 1e3:.0f} ms",
+                          f"**{_median_ratio(ours, times[key][hf]):.2f}**"]
+            rows.append(f"| {what} | {label} | {b}x{t} | " + " | ".join(cells) + " |")
+        for key, what in (("forward", "forward"), ("train", "train step")):
+            rate = [flops[key] / np.median(times[key][n]) / 1e9 for n in (backend, *HF)]
+            cells = [f"{rate[0]:.0f} ({rate[0] / times['sgemm'] * 100:.0f}% of peak)"]
+            for r in rate[1:]:
+                cells += [f"{r:.0f}", f"{rate[0] / r:.2f}"]
+            rows.append(f"| {what} GFLOP/s (sgemm {times['sgemm']:.0f}) | {label} | {b}x{t} | "
+                        + " | ".join(cells) + " |")
+        if memory:
+            cells = [f"{memory[backend]:.0f} MB"]
+            for hf in HF:
+                cells += [f"{memory[hf]:.0f} MB", f"**{memory[backend] / memory[hf]:.2f}**"]
+            rows.append(f"| train-step peak memory | {label} | {b}x{t} | " + " | ".join(cells) + " |")
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="mini_bert vs HF: forward, train step, memory")
     ap.add_argument("--model", default=None, help="checkpoint dir (default: the packaged MiniLM)")
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--shapes", default=None, help="comma-separated BxT (default 32x128,8x512)")
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=None,
-                    help="pin BLAS/OpenMP threads in both frameworks (default: each one's own)")
+    ap.add_argument("--device", default="cpu", help="cpu, or cuda (then --backends defaults to cuda)")
+    ap.add_argument("--backends", default=None, help="minigrad devices, comma-separated (default "
+                    "cpu,torch:cpu: the numpy and the torch backend)")
+    ap.add_argument("--threads", default=None, help="thread settings, comma-separated: 'default' and/or "
+                    "numbers (default: default,1 on CPU, default on CUDA)")
+    ap.add_argument("--shapes", default="32x128", help="comma-separated BxT (e.g. 32x128,8x512)")
+    ap.add_argument("--repeats", type=int, default=7, help="interleaved repeats; the ratio is their median")
+    ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory processes")
     ap.add_argument("--save", action="store_true", help="write compare/results/bench-<date>.md")
     ap.add_argument("--_worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args._worker:
-        print(json.dumps(run_one(*json.loads(args._worker))))
+        print(json.dumps(run_worker(args._worker)))
         return 0
 
     cuda = args.device.startswith("cuda")
+    backends = (args.backends or ("cuda" if cuda else "cpu,torch:cpu")).split(",")
+    settings = (args.threads or ("default" if cuda else "default,1")).split(",")
+    for s in settings:
+        if s != "default" and not (s.isdigit() and int(s) > 0):
+            ap.error(f"--threads: {s!r} is neither 'default' nor a positive integer")
     tmp = tempfile.TemporaryDirectory()
     if args.model:
         model_dir = args.model
@@ -197,49 +293,38 @@ def main(argv: list[str] | None = None) -> int:
         from mini_bert import default_model_dir
 
         model_dir = str(default_model_dir())
-    shapes = args.shapes or ("32x128" if cuda else "32x128,8x512")
     cfg = json.loads((Path(model_dir) / "config.json").read_text())
-    if args.threads:
-        __import__("torch").set_num_threads(args.threads)
-    peak = sgemm_gflops(args.device)
-    rows = [f"# mini_bert vs HF transformers ({args.device}), {dt.datetime.now():%Y-%m-%d %H:%M}",
-            "", f"model: {Path(model_dir).name} ({cfg['num_hidden_layers']} layers, hidden "
-            f"{cfg['hidden_size']}); medians of {args.repeats} runs after warm-up; "
-            f"{os.cpu_count()} CPU cores, threads: {args.threads or 'default'}; "
-            f"torch {__import__('torch').__version__}", "",
-            "| figure | shape | mini_bert | HF | ratio |", "|---|---|---|---|---|"]
-    for i, shape in enumerate(shapes.split(",")):
-        b, t = (int(v) for v in shape.lower().split("x"))
-        ours = in_subprocess("mini_bert", model_dir, args.device, b, t, args.repeats, False,
-                             threads=args.threads)
-        hf = in_subprocess("hf", model_dir, args.device, b, t, args.repeats, False,
-                           threads=args.threads)
-        for key, label in (("forward_s", "forward"), ("train_s", "train step")):
-            rows.append(f"| {label} | {b}x{t} | {ours[key] * 1e3:.0f} ms | {hf[key] * 1e3:.0f} ms "
-                        f"| {ours[key] / hf[key]:.2f} |")
-        flops = forward_flops(cfg, b, t)
-        rows.append(f"| forward GFLOP/s (sgemm peak {peak:.0f}) | {b}x{t} | "
-                    f"{flops / ours['forward_s'] / 1e9:.0f} | {flops / hf['forward_s'] / 1e9:.0f} | "
-                    f"{hf['forward_s'] / ours['forward_s']:.2f} |")
-        if i == 0:
-            mem_ours = in_subprocess("mini_bert", model_dir, args.device, b, t, 1, True,
-                                     threads=args.threads)["peak_mb"]
-            mem_hf = in_subprocess("hf", model_dir, args.device, b, t, 1, True,
-                                   threads=args.threads)["peak_mb"]
-            rows.append(f"| train-step peak RSS above baseline | {b}x{t} | {mem_ours:.0f} MB | "
-                        f"{mem_hf:.0f} MB | {mem_ours / mem_hf:.2f} |")
+    rows = [f"# mini_bert vs HF transformers ({args.device}), {dt.datetime.now():%Y-%m-%d %H:%M}", "",
+            f"model: {Path(model_dir).name} ({cfg['num_hidden_layers']} layers, hidden {cfg['hidden_size']}), "
+            f"float32; {os.cpu_count()} CPU cores; torch {__import__('torch').__version__}. Each ratio is "
+            f"mini_bert / HF, the median of {args.repeats} ratios from interleaved runs (times: medians).",
+            "HF eager computes the same attention math as mini_bert; sdpa is HF's default (a fused kernel)."]
+    for threads in settings:
+        for i, shape in enumerate(args.shapes.split(",")):
+            b, t = (int(v) for v in shape.lower().split("x"))
+            times = in_subprocess("times", [backends, model_dir, args.device, b, t, args.repeats], threads)
+            memory = None
+            if i == 0 and not args.no_memory:
+                memory = {n: in_subprocess("memory", [n, model_dir, args.device, b, t], threads)["peak_mb"]
+                          for n in backends + list(HF)}
+            if i == 0:
+                counts = ", ".join(f"{k} {v}" for k, v in times["threads"].items())
+                rows += ["", f"## threads: {threads} ({counts})", "",
+                         "| figure | backend | BxT | mini_bert | HF eager | ratio | HF sdpa | ratio |",
+                         "|---|---|---|---|---|---|---|---|"]
+            rows += report_rows(backends, cfg, b, t, times, memory)
     try:
         from compare.bench_engine import overhead_ratio
 
-        ours_us, torch_us = overhead_ratio(args.device)
-        rows.append(f"| per-op overhead, small tensors | 8x8 | {ours_us:.1f} µs | {torch_us:.1f} µs "
-                    f"| {ours_us / torch_us:.2f} |")
+        ours_us, torch_us = overhead_ratio(backends[0])
+        rows += ["", f"Per-op overhead on small tensors (8x8, compare.bench_engine, {backends[0]}): "
+                 f"{ours_us:.1f} µs vs torch {torch_us:.1f} µs, ratio {ours_us / torch_us:.2f}."]
     except ImportError:
         pass
     report = "\n".join(rows)
     print(report)
     if args.save:
-        tag = ("-cuda" if cuda else "") + (f"-{args.threads}thread" if args.threads else "")
+        tag = "-cuda" if cuda else ""
         out = ROOT / "compare" / "results" / f"bench-{dt.date.today()}{tag}.md"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(report + "\n\nCommand: `python -m compare.bench " +

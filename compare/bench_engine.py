@@ -13,10 +13,10 @@ runs interleaved so that a load spike on a shared machine hits both alike. ``--d
 minigrad on numpy; ``torch:cpu`` and ``cuda`` run it on the torch backend. On CUDA every timed
 region ends with a device synchronisation, so queued kernels are counted.
 
-Threads: numpy's BLAS and torch each start one thread per core. On a small or shared machine that
-can be erratic (torch's OpenMP threads in particular can run slower than one thread), so for a
-stable like-for-like comparison pin both to one thread before Python starts:
-    OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 python -m compare.bench_engine
+Threads: by default every framework uses its own default (OMP_NUM_THREADS if set, else one thread
+per core; minigrad's numpy pool, numpy's BLAS and torch alike). ``--threads N`` pins all of them to
+N through ``minigrad.set_num_threads`` (which also calls ``torch.set_num_threads``). The counts in
+use are printed.
 """
 from __future__ import annotations
 
@@ -145,15 +145,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu", help="cpu (numpy), torch:cpu or cuda")
     parser.add_argument("--repeats", type=int, default=7, help="timed runs per measurement (≥ 5)")
     parser.add_argument("--profile", action="store_true", help="also profile one minigrad MLP step")
+    parser.add_argument("--threads", type=int, default=None, help="pin minigrad, numpy's BLAS and torch "
+                        "to this many threads (default: each one's own default)")
     args = parser.parse_args(argv)
     if args.repeats < 5:
         parser.error("--repeats must be at least 5: a median of fewer runs is too noisy")
+    if args.threads is not None:
+        mg.set_num_threads(args.threads)
     mg.tensor(0.0, device=args.device)  # fail early, with minigrad's message, on a bad device
     backend = "numpy" if args.device == "cpu" else "torch"
-    blas_threads = os.environ.get("OPENBLAS_NUM_THREADS", f"default ({os.cpu_count()} cores)")
+    from compare.bench import thread_counts
+
+    counts = ", ".join(f"{k} {v}" for k, v in thread_counts().items())
     print(f"minigrad ({backend} backend) on {args.device} vs torch {torch.__version__} eager on "
-          f"{_torch_device(args.device)}; threads: torch {torch.get_num_threads()}, numpy BLAS "
-          f"{blas_threads}; median of {args.repeats} repeats after warm-up")
+          f"{_torch_device(args.device)}; {os.cpu_count()} cores, threads: {counts}; median of "
+          f"{args.repeats} repeats after warm-up")
 
     a, b = bench_overhead(args.device, args.repeats)
     print(f"per-op overhead, [8,8] float32 chain of {CHAIN_OPS} ops, forward+backward:\n"

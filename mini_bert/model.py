@@ -101,7 +101,9 @@ class BertSelfAttention(nn.Module):
     Q, K, V = x W_qᵀ + b_q, ...;  per head h:  A_h = softmax(Q_h K_hᵀ / sqrt(d) + M),
     out_h = A_h V_h;  the n heads' outputs are concatenated back to width H.
     Dividing by sqrt(d) keeps the scores' variance near 1 whatever the head size, so softmax
-    does not saturate at initialisation.
+    does not saturate at initialisation. When nobody asks for the attention weights and no dropout
+    applies to them, ``F.scaled_dot_product_attention`` computes the same thing (on torch:cpu one
+    fused kernel that never stores A_h), and the weights returned are None.
     """
 
     def __init__(self, config: BertConfig):
@@ -120,8 +122,13 @@ class BertSelfAttention(nn.Module):
         b, t, _ = x.shape
         return x.reshape(b, t, self.num_heads, self.head_size).transpose(1, 2)
 
-    def forward(self, x: mg.Tensor, mask: mg.Tensor | None) -> tuple[mg.Tensor, mg.Tensor]:
+    def forward(self, x: mg.Tensor, mask: mg.Tensor | None,
+                output_attentions: bool = True) -> tuple[mg.Tensor, mg.Tensor | None]:
         q, k, v = self._heads(self.query(x)), self._heads(self.key(x)), self._heads(self.value(x))
+        if not output_attentions and not (self.training and self.dropout.p > 0):
+            context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            b, _, t, _ = context.shape
+            return context.transpose(1, 2).reshape(b, t, -1), None
         scores = (q @ k.transpose(-1, -2)) * self.head_size ** -0.5     # [B, n, T, T]
         if mask is not None:
             scores = scores + mask
@@ -157,8 +164,9 @@ class BertAttention(nn.Module):
         self.self = BertSelfAttention(config)  # HF's name, hence the odd-looking `self.self`
         self.output = BertSelfOutput(config, config.hidden_size)
 
-    def forward(self, x: mg.Tensor, mask: mg.Tensor | None) -> tuple[mg.Tensor, mg.Tensor]:
-        context, probs = self.self(x, mask)
+    def forward(self, x: mg.Tensor, mask: mg.Tensor | None,
+                output_attentions: bool = True) -> tuple[mg.Tensor, mg.Tensor | None]:
+        context, probs = self.self(x, mask, output_attentions)
         return self.output(context, x), probs
 
 
@@ -183,8 +191,9 @@ class BertLayer(nn.Module):
         self.intermediate = BertIntermediate(config)
         self.output = BertOutput(config, config.intermediate_size)
 
-    def forward(self, x: mg.Tensor, mask: mg.Tensor | None) -> tuple[mg.Tensor, mg.Tensor]:
-        a, probs = self.attention(x, mask)
+    def forward(self, x: mg.Tensor, mask: mg.Tensor | None,
+                output_attentions: bool = True) -> tuple[mg.Tensor, mg.Tensor | None]:
+        a, probs = self.attention(x, mask, output_attentions)
         return self.output(self.intermediate(a), a), probs
 
 
@@ -193,11 +202,12 @@ class BertEncoder(nn.Module):
         super().__init__()
         self.layer = nn.ModuleList(BertLayer(config) for _ in range(config.num_hidden_layers))
 
-    def forward(self, x: mg.Tensor, mask: mg.Tensor | None) -> tuple[list, list]:
-        """Every layer's output and attention weights, in order (the last output is the result)."""
+    def forward(self, x: mg.Tensor, mask: mg.Tensor | None, output_attentions: bool = True) -> tuple[list, list]:
+        """Every layer's output and attention weights (None unless ``output_attentions``), in order
+        (the last output is the result)."""
         hidden, attentions = [], []
         for layer in self.layer:
-            x, probs = layer(x, mask)
+            x, probs = layer(x, mask, output_attentions)
             hidden.append(x)
             attentions.append(probs)
         return hidden, attentions
@@ -291,7 +301,7 @@ class BertModel(BertPreTrainedModel):
             attention_mask, b, t, self.dtype, self.device)
 
         x = self.embeddings(ids, types, inputs_embeds)
-        hidden, attentions = self.encoder(x, mask)
+        hidden, attentions = self.encoder(x, mask, output_attentions)
         last = hidden[-1] if hidden else x
         return BaseModelOutput(
             last_hidden_state=last,

@@ -21,6 +21,7 @@ from .gradcheck import GradcheckError, gradcheck, gradgradcheck  # noqa: F401
 from .profiler import profile  # noqa: F401
 from .random import get_rng_state, manual_seed, set_rng_state  # noqa: F401
 from .tensor import Tensor  # noqa: F401
+from .threads import get_num_threads, set_num_threads  # noqa: F401
 
 clip = clamp
 bool = bool_  # torch spells it minigrad.bool

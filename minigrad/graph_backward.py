@@ -90,8 +90,12 @@ class GraphNamespace:
         return a.minimum(b) if isinstance(a, _tensor.Tensor) else b.minimum(a)
 
     def where(self, cond, a, b):
+        """A choice between Tensors records Where; between constants (a raw array saved by the
+        forward, a number: a loss's weight total) it is a constant itself."""
         from .ops.elementwise import Where
 
+        if not isinstance(a, _tensor.Tensor) and not isinstance(b, _tensor.Tensor):
+            return self._const(self.raw.where(_raw(cond), a, b))
         return Where.apply(a, b, _raw(cond))
 
     # ---- reductions and shapes ----

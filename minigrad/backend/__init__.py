@@ -30,6 +30,9 @@ def resolve(device) -> tuple[ModuleType, str]:
         from . import torch_backend
     except ImportError as e:
         raise RuntimeError(f"device {device!r} needs torch, which is not installed ({e})") from None
+    from ..threads import pin_torch
+
+    pin_torch()  # torch's threads follow minigrad.set_num_threads, if it was called before torch loaded
     canonical = torch_backend.check_device(name)
     _cache[key] = (torch_backend, canonical)
     return _cache[key]

@@ -11,6 +11,12 @@ import math
 
 import numpy as np
 
+from . import parallel
+from .kernels import Kernels
+
+# Optional fast kernels (see kernels.py): numpy's is the thread pool that runs an op's own formula
+# on blocks of its arrays, on every core.
+kernels = Kernels(blocks=parallel.blocks)
 
 
 # ---- creation and conversion ------------------------------------------------------------------
@@ -256,6 +262,8 @@ def matmul(a, b):
         a = np.ascontiguousarray(a)
     if b.ndim > 2:
         b = np.ascontiguousarray(b)
+    if a.ndim > 2:  # a stack of products: over the thread pool, one BLAS thread each
+        return parallel.matmul_stack(a, b)
     return np.matmul(a, b)
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .kernels import Kernels
+
 _TO_TORCH = {np.dtype("float32"): torch.float32, np.dtype("float64"): torch.float64,
              np.dtype("int64"): torch.int64, np.dtype("bool"): torch.bool,
              np.dtype("float16"): torch.float16}
@@ -327,3 +329,65 @@ def synchronize(device=None) -> None:
     timer read without this measures only the launch; on the CPU torch is eager and this is a no-op."""
     if device is not None and str(device).startswith("cuda"):
         torch.cuda.synchronize(device)
+
+
+# ---- native kernels ----------------------------------------------------------------------------
+# torch's own fused forward and backward kernels for minigrad's fused ops (see kernels.py). Each
+# computes exactly the math of the op's docstring in one pass, where the op's formula composes
+# several; minigrad still owns the graph (nothing here requires grad, so torch records nothing).
+_aten = torch.ops.aten
+
+
+def _layer_norm(x, w, b, n, eps):
+    """(y, mean, rstd) over the last ``n`` dims; mean and rstd keep x's rank (size 1 there)."""
+    return _aten.native_layer_norm(x, x.shape[x.ndim - n:], w, b, eps)
+
+
+def _layer_norm_backward(g, x, mean, rstd, w, b, n, mask):
+    """(dx, dw, db), each None where ``mask`` (which gradients are needed) says so."""
+    return _aten.native_layer_norm_backward(g, x, x.shape[x.ndim - n:], mean, rstd, w, b, list(mask))
+
+
+def _linear(x, w, b):
+    """x Wᵀ + b with the leading dims folded into one GEMM (addmm adds the bias in it)."""
+    x2 = x.reshape(-1, x.shape[-1])
+    y = torch.mm(x2, w.t()) if b is None else torch.addmm(b, x2, w.t())
+    return y.reshape(x.shape[:-1] + (w.shape[0],))
+
+
+def _embedding_backward(g, ids, num_weights, padding_idx):
+    """dW: rows of g summed per id (repeats add up); the padding row (if any) gets none."""
+    pad = -1 if padding_idx is None else padding_idx % num_weights  # aten's "no padding" is -1
+    return _aten.embedding_dense_backward(g, ids, num_weights, pad, False)
+
+
+def _attention(q, k, v, mask, scale):
+    """(softmax(q kᵀ scale + mask) v, the log-sum-exp of each score row): torch's CPU flash kernel."""
+    return _aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, False, attn_mask=mask, scale=scale)
+
+
+def _attention_backward(g, q, k, v, out, lse, mask, scale):
+    """(dq, dk, dv) of ``_attention``, the probabilities recomputed from q, k and the log-sum-exp."""
+    return _aten._scaled_dot_product_flash_attention_for_cpu_backward(
+        g, q, k, v, out, lse, 0.0, False, attn_mask=mask, scale=scale)
+
+
+# attention: CPU only. CUDA's fused kernels (flash, memory-efficient) take other arguments and
+# need a GPU to be tested, so on CUDA ``attention_on`` says no and the composed attention runs.
+kernels = Kernels(
+    gelu=lambda x, approximate: torch.nn.functional.gelu(x, approximate=approximate),
+    gelu_backward=lambda g, x, approximate: _aten.gelu_backward(g, x, approximate=approximate),
+    softmax=lambda x, dim: torch._softmax(x, dim, False),
+    softmax_backward=lambda g, y, dim: _aten._softmax_backward_data(g, y, dim, y.dtype),
+    log_softmax=lambda x, dim: torch._log_softmax(x, dim, False),
+    log_softmax_backward=lambda g, y, dim: _aten._log_softmax_backward_data(g, y, dim, y.dtype),
+    layer_norm=_layer_norm,
+    layer_norm_backward=_layer_norm_backward,
+    linear=_linear,
+    embedding=lambda w, ids: torch.embedding(w, ids),
+    embedding_backward=_embedding_backward,
+    attention=_attention,
+    attention_backward=_attention_backward,
+    attention_on=lambda q: q.device.type == "cpu",
+)
+

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..ops.attention import ScaledDotProductAttention
 from ..ops.elementwise import Gelu
 from ..ops.loss import NLL, BCEWithLogits, BinaryCrossEntropy, CrossEntropy
 from ..ops.nn import Dropout, Embedding, LayerNorm, Linear
@@ -48,18 +49,31 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True, generator=None) ->
 
 
 def embedding(input, weight: Tensor, padding_idx: int | None = None) -> Tensor:
-    """Rows of ``weight`` picked by the integer ids in ``input`` (any shape)."""
+    """Rows of ``weight`` picked by the integer ids in ``input`` (any shape).
+
+    Ids still on the host (numpy, a list, a tensor on "cpu") are range-checked here, for free. Ids
+    already on a torch device are left to torch's embedding kernel, which checks them itself (an
+    IndexError on the CPU, a device-side assert on a GPU), as torch does: reading them back here
+    would make every forward wait for the GPU.
+    """
+    if not isinstance(input, Tensor):
+        input = np.asarray(input)
+        _check_ids(input, weight.shape[0])
     ids = input if isinstance(input, Tensor) else Tensor(input, dtype="int64", device=weight.device)
     if ids.device != weight.device:
         raise RuntimeError(f"embedding: ids are on {ids.device!r} but the weight is on "
                            f"{weight.device!r}")
-    n = weight.shape[0]
-    if ids.numel():
-        lo, hi = int(ids._data.min()), int(ids._data.max())
+    if ids.device == "cpu" and input is ids:
+        _check_ids(ids._data, weight.shape[0])
+    return Embedding.apply(weight, ids._data, padding_idx)
+
+
+def _check_ids(ids: np.ndarray, n: int) -> None:
+    if ids.size:
+        lo, hi = int(ids.min()), int(ids.max())
         if lo < 0 or hi >= n:
             raise IndexError(f"embedding: id {hi if hi >= n else lo} is out of range for a table "
                              f"of {n} rows")
-    return Embedding.apply(weight, ids._data, padding_idx)
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
@@ -90,11 +104,20 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn
     As torch's: a bool ``attn_mask`` is True where attention is allowed, a float one is added to
     the scores; ``is_causal`` lets position i see positions ≤ i only (masked scores are -inf, so a
     fully masked row gives NaN, as in torch). ``dropout_p`` applies whenever it is non-zero (pass 0
-    in eval, as nanoGPT does).
+    in eval, as nanoGPT does). On torch:cpu, for 4-d inputs with no dropout, no causal flag and no
+    mask or a float mask that needs no gradient, it is one fused op (``ops.attention``) on torch's
+    flash-attention kernel, which never stores the [.., T, T] probabilities.
     """
     if is_causal and attn_mask is not None:
         raise ValueError("scaled_dot_product_attention: give attn_mask or is_causal, not both")
-    scores = (query @ key.transpose(-2, -1)) * (scale if scale is not None else query.shape[-1] ** -0.5)
+    scale = scale if scale is not None else query.shape[-1] ** -0.5
+    fused = query._xp.kernels.attention_on
+    if (fused is not None and fused(query._data) and dropout_p == 0.0 and not is_causal
+            and query.ndim == 4 and query.dtype == key.dtype == value.dtype
+            and (attn_mask is None or (attn_mask.dtype == query.dtype and not attn_mask.requires_grad))):
+        return ScaledDotProductAttention.apply(query, key, value,
+                                               None if attn_mask is None else attn_mask._data, scale)
+    scores = (query @ key.transpose(-2, -1)) * scale
     if is_causal:
         n, m = scores.shape[-2:]
         attn_mask = Tensor(np.tril(np.ones((n, m), dtype=bool)), device=query.device)
@@ -166,7 +189,10 @@ def _class_targets(input: Tensor, target: Tensor, weight: Tensor | None, ignore_
         raise ValueError(f"{name}: weight must have shape ({input.shape[1]},), one per class, got "
                          f"{weight.shape}")
     t = _raw(target, input, "target")
-    if target.numel():  # an id out of range would index another row's class silently or crash later
+    # An id out of range would index another row's class silently or crash later. Checked where the
+    # ids are on the host; on a torch device the gather in the op checks them (an error on the CPU,
+    # a device-side assert on a GPU, as torch's own loss), since reading them back would stall a GPU.
+    if target.numel() and target.device == "cpu":
         ids = target.numpy()
         bad = ids[(ids != ignore_index) & ((ids < 0) | (ids >= input.shape[1]))]
         if bad.size:

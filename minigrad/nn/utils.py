@@ -31,8 +31,9 @@ def clip_grad_norm_(parameters: Tensor | Iterable[Tensor], max_norm: float, norm
 
     total = (Σ_p Σ_i |g_pi|^q)^(1/q) for ``norm_type`` q (max_i |g_pi| for q = inf); every g is then
     multiplied in place by min(1, max_norm / (total + 1e-6)) (torch's formula and epsilon).
-    Returns the total norm before clipping as a 0-d Tensor, as torch does. ``foreach`` is accepted
-    for torch's signature and ignored.
+    Returns the total norm before clipping as a 0-d Tensor, as torch does. Like torch's, it never
+    reads the norm back to the host (so a GPU never waits here) unless ``error_if_nonfinite`` asks
+    for the check; ``foreach`` is accepted for torch's signature and ignored.
     """
     grads = _grads(parameters)
     if not grads:
@@ -40,24 +41,24 @@ def clip_grad_norm_(parameters: Tensor | Iterable[Tensor], max_norm: float, norm
     q = float(norm_type)
     if q <= 0:
         raise ValueError(f"clip_grad_norm_: norm_type must be positive, got {norm_type}")
-    # One host sync for the whole norm, not one per tensor (it matters on a GPU).
+    xp = grads[0]._xp
     if q == math.inf:
-        total = functools.reduce(grads[0]._xp.maximum, [g._xp.amax(g._xp.abs(g._data)) for g in grads])
+        total = functools.reduce(xp.maximum, [xp.amax(xp.abs(g._data)) for g in grads])
     elif q == 2.0:
-        total = sum(g._xp.sum(g._data * g._data) for g in grads) ** 0.5
+        total = sum(xp.sum(g._data * g._data) for g in grads) ** 0.5
     else:
-        total = sum(g._xp.sum(g._xp.abs(g._data) ** q) for g in grads) ** (1.0 / q)
+        total = sum(xp.sum(xp.abs(g._data) ** q) for g in grads) ** (1.0 / q)
     total_norm = Tensor(total)
-    value = float(total)
-    if error_if_nonfinite and not math.isfinite(value):
+    if error_if_nonfinite and not math.isfinite(float(total)):
         raise RuntimeError(f"The total norm of order {norm_type} for gradients from `parameters` is "
                            "non-finite, so it cannot be clipped. To disable this error and scale the "
                            "gradients by the non-finite norm anyway, set `error_if_nonfinite=False`")
-    coef = max_norm / (value + 1e-6)
-    if coef < 1.0 or math.isnan(coef):  # torch multiplies by min(coef, 1); by 1 changes nothing
-        with no_grad():
-            for g in grads:
-                g.mul_(coef)
+    # min(coef, 1) on the device (NaN stays NaN, as torch's clamp): every gradient is multiplied,
+    # by 1 when the norm is within bounds, rather than branching on a value read from the device.
+    coef = Tensor(xp.minimum(max_norm / (total + 1e-6), 1.0))
+    with no_grad():
+        for g in grads:
+            g.mul_(coef)
     return total_norm
 
 

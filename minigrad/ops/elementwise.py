@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 
 from ..autograd import Function, rerun_forward
+from .blocks import run_formula
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _INV_SQRT_2 = 1.0 / math.sqrt(2.0)
@@ -278,6 +279,9 @@ class Gelu(Function):
         dz/da = Φ(a) + a φ(a),  φ(a) = e^(-a²/2) / √(2π).
     approximate='tanh' ("gelu_new"):  z = a/2 (1 + tanh u),  u = √(2/π) (a + 0.044715 a³),
         dz/da = (1 + tanh u)/2 + a/2 (1 - tanh² u) √(2/π) (1 + 3·0.044715 a²).
+
+    numpy: these formulas (the exact forward over blocks on its thread pool); torch: its native
+    ``gelu`` and ``gelu_backward`` kernels, which keep only a (tanh u is recomputed where needed).
     """
 
     flops_per_element = 8  # erf (or tanh) plus a handful of products and sums
@@ -286,14 +290,18 @@ class Gelu(Function):
     def forward(ctx, a, approximate="none"):
         xp = ctx.xp
         ctx.approximate = approximate
+        if approximate not in ("none", "tanh"):
+            raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+        k = xp.kernels.gelu
+        if k is not None:
+            ctx.save_for_backward(a, None)
+            return k(a, approximate)
         if approximate == "tanh":
             t = xp.tanh(_SQRT_2_OVER_PI * (a + 0.044715 * a * a * a))
             ctx.save_for_backward(a, t)
             return 0.5 * a * (1 + t)
-        if approximate != "none":
-            raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
         ctx.save_for_backward(a, None)  # Φ(a) is recomputed in backward: one pass, not one array
-        return xp.x_normal_cdf(a)  # a·Φ(a), Φ(a) = (1 + erf(a/√2)) / 2
+        return run_formula(xp, xp.x_normal_cdf, a, axis=a.ndim - 1)  # a·Φ(a), Φ(a) = (1 + erf(a/√2)) / 2
 
     @staticmethod
     def regraph(ctx, saved, derived):
@@ -304,11 +312,19 @@ class Gelu(Function):
     def backward(ctx, g):
         xp = ctx.xp
         a, s = ctx.saved_tensors
+        k = xp.kernels.gelu_backward
+        if k is not None:
+            return k(g, a, ctx.approximate)
         if ctx.approximate == "tanh":
+            if s is None:  # the native forward kept a only
+                s = xp.tanh(_SQRT_2_OVER_PI * (a + 0.044715 * a * a * a))
             du = _SQRT_2_OVER_PI * (1 + 3 * 0.044715 * a * a)
             return g * (0.5 * (1 + s) + 0.5 * a * (1 - s * s) * du)
-        pdf = xp.exp(-0.5 * a * a) * (_INV_SQRT_2 * _INV_SQRT_PI)
-        return g * (xp.normal_cdf(a) + a * pdf)
+
+        def formula(g, a):
+            pdf = xp.exp(-0.5 * a * a) * (_INV_SQRT_2 * _INV_SQRT_PI)
+            return g * (xp.normal_cdf(a) + a * pdf)
+        return run_formula(xp, formula, g, a, axis=a.ndim - 1)
 
 
 class Clamp(Function):

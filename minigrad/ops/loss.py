@@ -29,6 +29,13 @@ def _reduce_grad(g, shape, reduction):
     return g / n if reduction == "mean" else g
 
 
+def _nonzero(xp, total_w):
+    """The mean's divisor for backward, 1 where it is 0: every row was ignored, so the gradient is
+    all zeros and stays so (torch's zero gradient), not 0 * inf. Chosen on the device, without
+    reading the value back to the host (which would wait for a GPU)."""
+    return xp.where(total_w != 0, total_w, 1.0)
+
+
 class BinaryCrossEntropy(Function):
     """L = -w [y log ŷ + (1 - y) log(1 - ŷ)], each log clamped at -100 as torch does.
 
@@ -108,7 +115,7 @@ class NLL(Function):
         valid = t != ignore_index
         safe_t = xp.where(valid, t, 0)
         row_w = xp.astype(valid, xp.dtype_of(logp)) if weight is None else weight[safe_t] * valid
-        loss = -xp.take_along_axis(logp, safe_t[:, None], 1)[:, 0] * row_w
+        loss = -xp.gather(logp, safe_t[:, None], 1)[:, 0] * row_w
         ctx.save_for_backward(safe_t, row_w)
         ctx.reduction, ctx.shape, ctx.total_w = reduction, logp.shape, xp.sum(row_w)
         if reduction == "mean":
@@ -122,7 +129,7 @@ class NLL(Function):
         grad = xp.zeros(ctx.shape, xp.dtype_of(row_w), getattr(row_w, "device", None))
         grad[xp.arange(t.shape[0], device=getattr(grad, "device", None)), t] = -row_w
         if ctx.reduction == "mean":
-            g = g / ctx.total_w if bool(ctx.total_w != 0) else g  # all ignored: zero, as torch
+            g = g / _nonzero(ctx.xp, ctx.total_w)
         elif ctx.reduction == "none":
             g = g[:, None]
         return grad * g, None, None, None
@@ -152,7 +159,7 @@ class CrossEntropy(Function):
         dtype = xp.dtype_of(z)
         # Each row's weight w_{t_n}, zero where ignored (cast: numpy would make float32 * bool float64).
         row_w = xp.astype(valid, dtype) if weight is None else weight[safe_t] * valid
-        picked = xp.take_along_axis(logp, safe_t[:, None], 1)[:, 0]
+        picked = xp.gather(logp, safe_t[:, None], 1)[:, 0]
         loss = -(1.0 - label_smoothing) * picked * row_w
         if label_smoothing:
             spread = xp.sum(logp if weight is None else logp * weight, axis=1)
@@ -188,8 +195,7 @@ class CrossEntropy(Function):
             grad = xp.exp(logp) * coef[:, None]
         grad[xp.arange(n, device=getattr(grad, "device", None)), t] -= coef
         if ctx.reduction == "mean":
-            # Every row ignored: grad is all zeros and stays so (torch's zero gradient), not 0 * inf.
-            g = g / ctx.total_w if bool(ctx.total_w != 0) else g
+            g = g / _nonzero(ctx.xp, ctx.total_w)
         elif ctx.reduction == "none":
             g = g[:, None]
         return grad * g, None, None, None

@@ -35,7 +35,8 @@ def _host(array) -> np.ndarray:
 
 class Optimizer:
     """Holds ``param_groups`` (lists of parameters with their own hyper-parameters) and a per-parameter
-    ``state``. Subclasses implement ``_update(p, grad, state, group)`` on raw arrays, in place."""
+    ``state``. Subclasses implement ``_update(p, grad, state, group)`` on raw arrays, in place, or
+    ``_step_group`` to update a whole group at once."""
 
     def __init__(self, params: Iterable, defaults: dict):
         params = list(params)
@@ -70,12 +71,18 @@ class Optimizer:
             with enable_grad():
                 loss = closure()
         with no_grad():
-            for group in self.param_groups:
-                for p in group["params"]:
-                    if p.grad is not None:
-                        self._update(p, p.grad._data, self._state_for(p), group)
-                        p._vc[0] += 1  # an in-place change: a graph that saved p must not reuse it
+            for index, group in enumerate(self.param_groups):
+                params = [p for p in group["params"] if p.grad is not None]
+                self._step_group(index, group, params)
+                for p in params:
+                    p._vc[0] += 1  # an in-place change: a graph that saved p must not reuse it
         return loss
+
+    def _step_group(self, index: int, group: dict, params: list) -> None:
+        """Update the parameters of group ``index`` that have a gradient: one at a time through
+        ``_update`` here; an optimizer with a multi-tensor path overrides this."""
+        for p in params:
+            self._update(p, p.grad._data, self._state_for(p), group)
 
     def _state_for(self, p: Tensor) -> dict:
         """p's state, moved to p's device first if ``Module.to`` moved p since the last step:
