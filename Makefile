@@ -34,19 +34,21 @@ STUDENT ?= student
 student: $(STAMP)
 	$(BIN)/python -m course.student $(STUDENT)
 
-# make grade ROOT=path/to/submission [JSON=grades.json]
+# make grade ROOT=path/to/submission [JSON=grades.json] [COURSE_LANG=zh]
 grade: $(STAMP)
-	OMP_NUM_THREADS=1 $(BIN)/python -m course.grade $(or $(ROOT),.) --jobs 2 $(if $(JSON),--json $(JSON))
+	OMP_NUM_THREADS=1 $(BIN)/python -m course.grade $(or $(ROOT),.) --jobs 2 $(if $(JSON),--json $(JSON)) \
+		$(if $(COURSE_LANG),--lang $(COURSE_LANG))
 
-# Each edition replaces its whole folder, so they are siblings.
+# Each build replaces its whole folder, so they are siblings; each holds the English (en/) and the
+# Chinese (zh/) edition and a language chooser (index.html).
 course: $(STAMP)
-	OMP_NUM_THREADS=1 $(BIN)/python -m course.site site
+	OMP_NUM_THREADS=1 $(BIN)/python -m course.site site --lang all
 
 course-instructor: $(STAMP)
-	OMP_NUM_THREADS=1 $(BIN)/python -m course.site site-instructor --instructor
+	OMP_NUM_THREADS=1 $(BIN)/python -m course.site site-instructor --instructor --lang all
 
 course-student: student
-	$(BIN)/python -m course.site site-student --root $(STUDENT)
+	$(BIN)/python -m course.site site-student --root $(STUDENT) --lang all
 
 clean:
 	rm -rf $(VENV)
