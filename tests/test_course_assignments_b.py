@@ -228,9 +228,9 @@ def apply_lora_without_freezing(orig):
     return apply
 
 
-def step_without_normalising(self, p, size):
-    if p.grad is not None:
-        p._data = p._data + size * p.grad._data
+def step_without_normalising(self, p, g, size):
+    if g is not None:
+        p._data = p._data + size * g._data
 
 
 def project_nothing(self, name, p):
@@ -239,7 +239,7 @@ def project_nothing(self, name, p):
 
 def attack_backward_with_earlier_grads(self, loss, loss_fn):
     loss.backward()
-    self._adversarial_backward(loss_fn)
+    self._adversarial_backward(loss_fn, None)
 
 
 BUGS = {

@@ -270,6 +270,7 @@ ASSIGNMENT = Assignment(id="a6", title="Beyond: LoRA and adversarial training (F
           "mini_bert/adversarial.py:_EmbeddingAttack._add_grads",
           "mini_bert/adversarial.py:_EmbeddingAttack.backward"],
          "set the trainable params' .grad aside (and clear them), loss.backward() + the attack on "
-         "this batch alone, then add the earlier grads back as new Tensors",
+         "this batch alone, then add the earlier grads back as new Tensors (the checks use "
+         "grad_wrt='weight', the default)",
          check_accumulation),
 ])
