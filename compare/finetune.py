@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from mini_bert import data as D
 from mini_bert import finetune as FT
-from mini_bert.errors import UserError, one_line
+from mini_bert.errors import UserError, fail
 from mini_bert.metrics import accuracy, f1
 from mini_bert.testing import SST2_HINT, shared_sst2_dir
 
@@ -180,8 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             report(compare(cfg))
         except UserError as e:
-            print(f"error: {one_line(e)}", file=sys.stderr)
-            return 2
+            return fail(e)
     return 0
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mini_bert.errors import UserError, one_line
+from mini_bert.errors import UserError, fail
 from mini_bert.testing import GradRow, gradient_table, summary_line
 
 
@@ -51,8 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         rows, summary = gradient_table(args.model, args.loss, args.device, args.batch_size,
                                        args.max_length, seed=args.seed)
     except (UserError, ValueError, RuntimeError) as e:  # RuntimeError: minigrad's "no such GPU"
-        print(f"error: {one_line(e)}", file=sys.stderr)
-        return 1
+        return fail(e, 1)
     print_table(rows, summary)
     return 0 if summary["ok"] else 1
 

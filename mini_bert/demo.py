@@ -25,7 +25,7 @@ import numpy as np
 from . import data as D
 from . import finetune as FT
 from .checkpoint import default_model_dir
-from .errors import UserError, one_line
+from .errors import UserError, fail
 
 # B=16, T<=40: ~0.5 s per step on two quiet cores (forward 0.25, backward 0.35, AdamW over
 # MiniLM's 22.7M parameters 0.2 CPU-s), so one pass over 3200 tweets in 200 steps, the parity
@@ -63,8 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run()
     except UserError as e:
-        print(f"error: {one_line(e)}", file=sys.stderr)
-        return 2
+        return fail(e)
     return 0
 
 

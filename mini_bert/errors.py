@@ -8,6 +8,8 @@ written against those keeps working.
 """
 from __future__ import annotations
 
+import sys
+
 
 class UserError(Exception):
     """Base class: the user's input is at fault, and the message says which input and why."""
@@ -40,3 +42,10 @@ def one_line(error: BaseException) -> str:
     if not lines:
         return type(error).__name__
     return lines[0] + (" " + "; ".join(lines[1:]) if len(lines) > 1 else "")
+
+
+def fail(error: BaseException, status: int = 2) -> int:
+    """Print the ``error:`` line a command ends with (stderr, one line) and return its exit status:
+    2 by default, the shell's convention for bad usage or input."""
+    print(f"error: {one_line(error)}", file=sys.stderr)
+    return status

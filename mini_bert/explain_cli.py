@@ -19,7 +19,7 @@ import warnings
 from . import explain as X
 from . import heatmap
 from .config import BertConfig
-from .errors import DataError, MissingFileError, OutputDirError, UsageError, UserError, one_line
+from .errors import DataError, MissingFileError, OutputDirError, UsageError, UserError, fail
 from .train_config import _Parser
 
 FORMATS = (".html", ".png")
@@ -184,8 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:  # --help, or a flag argparse could not parse (already said)
         return int(e.code or 0)
     except UserError as e:
-        print(f"error: {one_line(e)}", file=sys.stderr)
-        return 2
+        return fail(e)
     return 0
 
 

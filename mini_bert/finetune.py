@@ -37,7 +37,7 @@ from . import distill, peft, tracking
 from .adversarial import FGM, PGD
 from .checkpoint import CheckpointError, default_model_dir, find_weights
 from .config import BertConfig
-from .errors import MissingFileError, UsageError, UserError, one_line
+from .errors import MissingFileError, UsageError, UserError, fail
 from .metrics import MetricsLog, accuracy, f1, plot_curves
 from .model import BertForSequenceClassification
 from .tokenizer import BertTokenizer
@@ -438,8 +438,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         summary = train(cfg)
     except UserError as e:
-        print(f"error: {one_line(e)}", file=sys.stderr)
-        return 2
+        return fail(e)
     except KeyboardInterrupt:
         print("error: interrupted; continue with --resume (from the last checkpoint, if one was "
               "saved)", file=sys.stderr)
