@@ -77,6 +77,14 @@ def randomize(model, seed: int = 0, std: float = 0.2):
     return model
 
 
+def saved_classifier(directory, num_labels: int = 3) -> str:
+    """A ``randomize``d BertForSequenceClassification without dropout (so that both sides compute
+    one deterministic function), saved where mini_bert can load it; returns the folder."""
+    return save_hf(randomize(hf_model("BertForSequenceClassification",
+                                      tiny_config(num_labels=num_labels, hidden_dropout_prob=0.0,
+                                                  attention_probs_dropout_prob=0.0))), directory)
+
+
 def as_numpy(x) -> np.ndarray:
     """A torch tensor, a minigrad Tensor or an array, as a float64 numpy array."""
     if isinstance(x, torch.Tensor):

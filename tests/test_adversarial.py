@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pytest
 from course.assignments._oracle import torch_fgm, torch_pgd  # the grader's a6 oracle: one recipe
-from hf_oracle import hf_model, max_abs, random_batch, randomize, save_hf, tiny_config, torch
+from hf_oracle import max_abs, random_batch, saved_classifier, torch
 
 import mini_bert as mb
 import minigrad as mg
@@ -24,10 +24,7 @@ TOL = {mg.float64: 1e-10, mg.float32: 2e-5}
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> str:
-    hf = randomize(hf_model("BertForSequenceClassification",
-                            tiny_config(num_labels=3, hidden_dropout_prob=0.0,
-                                        attention_probs_dropout_prob=0.0)))
-    return save_hf(hf, tmp_path_factory.mktemp("adv"))
+    return saved_classifier(tmp_path_factory.mktemp("adv"))
 
 
 def pair(checkpoint: str, dtype):

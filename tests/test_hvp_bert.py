@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hf_oracle import hf_model, random_batch, randomize, save_hf, tiny_config, torch
+from hf_oracle import random_batch, saved_classifier, torch
 
 import mini_bert as mb
 import minigrad as mg
@@ -30,10 +30,7 @@ def wrt(name: str) -> bool:
 def checkpoint(tmp_path_factory) -> str:
     # Dropout off so that both sides compute one deterministic function; std 0.2 (randomize) makes
     # attention peaked, so softmax's second derivative is far from its near-uniform linear regime.
-    hf = randomize(hf_model("BertForSequenceClassification",
-                            tiny_config(num_labels=3, hidden_dropout_prob=0.0,
-                                        attention_probs_dropout_prob=0.0)))
-    return save_hf(hf, tmp_path_factory.mktemp("hvp"))
+    return saved_classifier(tmp_path_factory.mktemp("hvp"))
 
 
 def torch_hvp(checkpoint: str, batch: dict, v: dict, double: bool) -> dict:
