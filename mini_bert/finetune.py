@@ -383,11 +383,12 @@ def run_loop(r: Run) -> dict:
 def training_loss(r: Run, batch: list, yb: np.ndarray) -> mg.Tensor:
     """The task loss; with a teacher, alpha·KD + (1 − alpha)·task loss (the teacher in eval mode,
     without a graph: only the student learns)."""
-    out = forward(r.model, r.tok, batch, yb, r.cfg)
     if r.teacher is None or r.cfg.alpha == 0:  # alpha 0: the labels only, no teacher pass needed
-        return out.loss
+        return forward(r.model, r.tok, batch, yb, r.cfg).loss
+    enc = D.encode_batch(r.tok, batch, r.cfg.max_length)  # tokenized once, for student and teacher
+    out = r.model(**enc, labels=targets(yb, r.cfg.loss))
     with mg.no_grad():
-        teacher_logits = r.teacher(**D.encode_batch(r.tok, batch, r.cfg.max_length)).logits
+        teacher_logits = r.teacher(**enc).logits
     return distill.distillation_loss(out.logits, out.loss, teacher_logits, r.cfg.temperature, r.cfg.alpha)
 
 
