@@ -39,18 +39,16 @@ GRAD_WRT = ("weight", "output")
 
 
 class _OutputRecorder:
-    """Stands in for an embedding module's ``forward`` and keeps its latest ids and output X: the
-    tensor the ``"output"`` path differentiates with respect to."""
+    """A forward hook on an embedding module that keeps its latest ids and output X: the tensor the
+    ``"output"`` path differentiates with respect to."""
 
     def __init__(self, module: nn.Embedding):
-        self.module, self.forward = module, module.forward
+        self.module = module
         self.ids = self.out = None
-        object.__setattr__(module, "forward", self)  # an instance attribute shadows the method
+        self.handle = module.register_forward_hook(self)
 
-    def __call__(self, ids, *args, **kwargs):
-        self.out = self.forward(ids, *args, **kwargs)
-        self.ids = ids
-        return self.out
+    def __call__(self, module: nn.Embedding, args: tuple, out: mg.Tensor) -> None:
+        self.ids, self.out = args[0], out
 
     def take(self, who: str) -> mg.Tensor:
         """The recorded output, released here so that its graph does not outlive the step."""

@@ -318,3 +318,25 @@ def test_layers_take_torchs_device_and_dtype_keywords(device):
     for layer in (nn.Linear(3, 2, device=device, dtype=mg.float64), nn.Embedding(5, 2, device=device, dtype=mg.float64),
                   nn.LayerNorm(4, device=device, dtype=mg.float64)):
         assert {(p.device, p.dtype) for p in layer.parameters()} == {(device, mg.float64)}
+
+
+def test_forward_hooks_as_torch():
+    """register_forward_hook: hook(module, args, output) after forward, a non-None return replaces
+    the output, the handle removes it (also as a context manager); the same calls on torch agree."""
+    results = {}
+    for lib in (mg, torch):
+        lin = lib.nn.Linear(3, 2)
+        seen = []
+        h1 = lin.register_forward_hook(lambda m, args, out: seen.append((m is lin, len(args), tuple(out.shape))))
+        h2 = lin.register_forward_hook(lambda m, args, out: out * 0 + 7)
+        x = lib.ones(4, 3)
+        first = lin(x)
+        h2.remove()
+        second = lin(x)
+        with lin.register_forward_hook(lambda m, args, out: out * 0 - 1):
+            third = lin(x)
+        h1.remove()
+        lin(x)
+        results[lib.__name__] = (seen, float(first.sum()), float((second == lin(x)).all()), float(third.sum()))
+    assert results["minigrad"] == results["torch"], results
+    assert results["minigrad"][0] == [(True, 1, (4, 2))] * 3 and results["minigrad"][1] == 56.0
