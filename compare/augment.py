@@ -1,7 +1,7 @@
 """Does data augmentation help low-resource SST-2? With and without each augmentation, same steps.
 
     python -m compare.augment [--sizes 500,2000] [--seeds 0,1,2] [--methods none,eda,neighbors]
-                              [--epochs 1] [--rate 0.1] [--copies 1]
+                              [--epochs 1] [--rate 0.1] [--copies 1] [--device cpu]
 
 Every run is ``mini_bert.finetune.train`` (full fine-tuning of all-MiniLM-L6-v2, batch 32, max
 length 64) on the first N SST-2 training phrases, evaluated once at the end on the full SST-2
@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rate", type=float, default=0.1, help="--augment-rate")
     p.add_argument("--copies", type=int, default=1, help="--augment-copies")
     p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--device", default="cpu", help="finetune's --device: cpu (numpy), torch:cpu, cuda")
     p.add_argument("--data", default=shared_sst2_dir(), help=f"folder with train.tsv and dev.tsv ({SST2_HINT})")
     p.add_argument("--out", default="runs/augment")
     args = p.parse_args(argv)
@@ -77,14 +78,14 @@ def main(argv: list[str] | None = None) -> int:
                 summary = FT.train(FT.TrainConfig(
                     train=os.path.join(args.data, "train.tsv"), dev=os.path.join(args.data, "dev.tsv"),
                     max_train_samples=n, max_steps=steps, batch_size=32, max_length=64, lr=args.lr,
-                    eval_every=10**9, log_every=10, seed=seed, progress=False, plot=False,
+                    eval_every=10**9, log_every=10, seed=seed, progress=False, plot=False, device=args.device,
                     output=os.path.join(args.out, f"{n}-{method}-{seed}"), overwrite=True, **aug))
                 rows.append(dict(n=n, method=method, seed=seed, steps=steps,
                                  accuracy=summary["final"]["accuracy"], seconds=round(summary["seconds"])))
                 print(json.dumps(rows[-1]), flush=True)
     command = (f"python -m compare.augment --sizes {','.join(map(str, args.sizes))} --seeds "
                f"{','.join(map(str, args.seeds))} --methods {','.join(methods)} --epochs {args.epochs} "
-               f"--rate {args.rate} --copies {args.copies} --lr {args.lr}")
+               f"--rate {args.rate} --copies {args.copies} --lr {args.lr} --device {args.device}")
     text = f"{command}\n\n{table(rows)}\n"
     print(text)
     os.makedirs(args.out, exist_ok=True)
