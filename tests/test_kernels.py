@@ -1,9 +1,10 @@
-"""torch's native kernels compute what the ops' own formulas say.
+"""Each backend's kernels compute what the ops' own formulas say.
 
-On the torch backend the fused ops call torch's kernels (``torch_backend.kernels``); with that
-namespace emptied, the same ops run their own formulas on the same torch tensors. In float64 the
-two must agree to 1e-12, forward and every gradient, also when the forward ran on a kernel and the
-backward on the formula (what a backward recorded as a graph of Tensor ops does). The formulas
+On the torch backend the fused ops call torch's kernels (``torch_backend.kernels``); on numpy, with
+numba installed, the compiled loops of ``minigrad/backend/jit.py``. With a backend's kernels removed
+(numpy keeps its thread pool), the same ops run their own formulas on the same arrays. In float64
+the two must agree to 1e-12, forward and every gradient, also when the forward ran on a kernel and
+the backward on the formula (what a backward recorded as a graph of Tensor ops does). The formulas
 themselves are checked against torch autograd and finite differences by the op tests.
 """
 from __future__ import annotations
@@ -12,13 +13,18 @@ import numpy as np
 import pytest
 
 import minigrad as mg
+from minigrad.backend import jit, numpy_backend, parallel, torch_backend
 from minigrad.backend import kernels as kernels_mod
-from minigrad.backend import torch_backend
 from minigrad.nn import functional as F
 
 DEV = "torch:cpu"
 NATIVE = torch_backend.kernels
 FORMULA = kernels_mod.Kernels()  # every kernel None: the ops' formulas run
+# (backend module, device, its kernels, the same backend with only its formulas)
+BACKENDS = {
+    "torch": (torch_backend, DEV, NATIVE, FORMULA),
+    "numpy-jit": (numpy_backend, "cpu", numpy_backend.kernels, kernels_mod.Kernels(blocks=parallel.blocks)),
+}
 
 CASES = {
     "gelu": (lambda x: F.gelu(x), [(3, 5, 7)]),
@@ -36,65 +42,86 @@ CASES = {
     "embedding_padding": (lambda w: F.embedding(np.array([[1, 3, 1], [0, 3, 4]]), w, padding_idx=3),
                           [(5, 4)]),
     "attention": (lambda q, k, v: F.scaled_dot_product_attention(q, k, v), [(2, 3, 5, 4)] * 3),
-    "attention_masked": (lambda q, k, v: F.scaled_dot_product_attention(q, k, v, attn_mask=_mask(), scale=0.3),
+    "attention_masked": (lambda q, k, v: F.scaled_dot_product_attention(q, k, v, attn_mask=_mask(q.device), scale=0.3),
                          [(2, 3, 5, 4), (2, 3, 6, 4), (2, 3, 6, 4)]),
 }
 NO_FORMULA_BACKWARD = {"attention", "attention_masked"}  # the fused attention op has only torch's
+KERNEL_OF = {"gelu_tanh": "gelu", "softmax_last": "softmax", "softmax_middle": "softmax",
+             "log_softmax_last": "log_softmax", "log_softmax_first": "log_softmax", "layer_norm_2d": "layer_norm",
+             "layer_norm_plain": "layer_norm", "linear_no_bias": "linear", "embedding_padding": "embedding",
+             "attention_masked": "attention"}
 
 
-def _mask():
+def _backend(name: str):
+    if name == "numpy-jit" and not jit.available():
+        pytest.skip("numba is not installed: the numpy backend has no compiled kernels")
+    return BACKENDS[name]
+
+
+def _mask(device=DEV):
     """mini_bert's additive padding mask, [B, 1, 1, T]: the second sequence's last 2 keys are padding."""
     m = np.zeros((2, 1, 1, 6))
     m[1, ..., 4:] = np.finfo(np.float64).min
-    return mg.tensor(m, device=DEV)
+    return mg.tensor(m, device=device)
 
 
-def _run(fn, shapes, forward_kernels, backward_kernels, monkeypatch, frozen=()):
+def _run(fn, shapes, forward_kernels, backward_kernels, monkeypatch, frozen=(), backend="torch"):
     """fn's output and the gradients of Σ out·G, with the given kernels in each direction."""
+    module, device = BACKENDS[backend][:2]
     rng = np.random.default_rng(0)
-    leaves = [mg.tensor(rng.standard_normal(s) * 2, dtype="float64", device=DEV,
+    leaves = [mg.tensor(rng.standard_normal(s) * 2, dtype="float64", device=device,
                         requires_grad=i not in frozen) for i, s in enumerate(shapes)]
-    monkeypatch.setattr(torch_backend, "kernels", forward_kernels)
+    monkeypatch.setattr(module, "kernels", forward_kernels)
     out = fn(*leaves)
-    assert not out._data.requires_grad and out._data.grad_fn is None  # torch recorded no graph
-    seed = mg.tensor(np.random.default_rng(1).standard_normal(out.shape), dtype="float64", device=DEV)
-    monkeypatch.setattr(torch_backend, "kernels", backward_kernels)
+    if backend == "torch":
+        assert not out._data.requires_grad and out._data.grad_fn is None  # torch recorded no graph
+    seed = mg.tensor(np.random.default_rng(1).standard_normal(out.shape), dtype="float64", device=device)
+    monkeypatch.setattr(module, "kernels", backward_kernels)
     out.backward(seed)
     return [out.numpy()] + [t.grad.numpy() if t.grad is not None else None for t in leaves]
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("backward", ["native", "formula"])
-def test_native_kernels_equal_the_formulas(case, backward, monkeypatch):
+def test_native_kernels_equal_the_formulas(case, backward, backend, monkeypatch):
     fn, shapes = CASES[case]
+    _, _, native, formula = _backend(backend)
+    if getattr(native, KERNEL_OF.get(case, case)) is None:
+        pytest.skip(f"{backend} has no {KERNEL_OF.get(case, case)} kernel")
     if backward == "formula" and case in NO_FORMULA_BACKWARD:
         pytest.skip("no formula backward for the fused attention op (the composed form is its formula)")
-    want = _run(fn, shapes, FORMULA, FORMULA, monkeypatch)
-    got = _run(fn, shapes, NATIVE, NATIVE if backward == "native" else FORMULA, monkeypatch)
+    want = _run(fn, shapes, formula, formula, monkeypatch, backend=backend)
+    got = _run(fn, shapes, native, native if backward == "native" else formula, monkeypatch, backend=backend)
     for i, (g, w) in enumerate(zip(got, want)):
         np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-12, err_msg=f"{case}: output {i}")
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("frozen", [(0,), (1, 2), (0, 2)])
-def test_layer_norm_kernel_computes_only_the_needed_gradients(frozen, monkeypatch):
+def test_layer_norm_kernel_computes_only_the_needed_gradients(frozen, backend, monkeypatch):
     fn, shapes = CASES["layer_norm"]
-    want = _run(fn, shapes, FORMULA, FORMULA, monkeypatch, frozen)
-    got = _run(fn, shapes, NATIVE, NATIVE, monkeypatch, frozen)
+    _, _, native, formula = _backend(backend)
+    want = _run(fn, shapes, formula, formula, monkeypatch, frozen, backend)
+    got = _run(fn, shapes, native, native, monkeypatch, frozen, backend)
     for i, (g, w) in enumerate(zip(got, want)):
         assert (g is None) == (w is None) == (i - 1 in frozen), i
         if g is not None:
             np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-12)
 
 
-def test_the_ops_use_the_native_kernels(monkeypatch):
-    """Each kernel named in the contract is called by its op on the torch backend."""
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_ops_use_the_native_kernels(backend, monkeypatch):
+    """Each kernel a backend provides is called by its op (numpy's pool, ``blocks``, is what its
+    formulas run on, not a kernel an op asks for by name)."""
+    _, _, native, _ = _backend(backend)
     called = set()
     spied = kernels_mod.Kernels(**{
         name: (lambda name, k: lambda *a, **kw: called.add(name) or k(*a, **kw))(name, k)
-        for name, k in vars(NATIVE).items()})
+        for name, k in vars(native).items()})
     for fn, shapes in CASES.values():
-        _run(fn, shapes, spied, spied, monkeypatch)
-    assert called == set(vars(NATIVE))
+        _run(fn, shapes, spied, spied, monkeypatch, backend=backend)
+    assert called - {"blocks"} == set(vars(native)) - {"blocks"}
 
 
 def test_embedding_out_of_range_on_torch_is_torchs_error():

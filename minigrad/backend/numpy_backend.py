@@ -11,12 +11,13 @@ import math
 
 import numpy as np
 
-from . import parallel
+from . import jit, parallel
 from .kernels import Kernels
 
 # Optional fast kernels (see kernels.py): numpy's is the thread pool that runs an op's own formula
-# on blocks of its arrays, on every core.
-kernels = Kernels(blocks=parallel.blocks)
+# on blocks of its arrays, on every core, and, with numba installed, compiled one-pass loops for
+# the fused ops (jit.py).
+kernels = Kernels(blocks=parallel.blocks, **jit.kernels())
 
 
 # ---- creation and conversion ------------------------------------------------------------------

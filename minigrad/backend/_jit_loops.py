@@ -1,0 +1,195 @@
+"""The numba loops behind jit.py (imported only on first use: importing numba costs ~0.3 s).
+
+Each loop is serial and releases the GIL; jit.py runs it on blocks over the thread pool. ``cdf``,
+``pdf`` and ``exp`` are typed per dtype: float32 computes in float32 (the numpy backend's rational
+erf, a vectorisable exp), float64 with libm's ``erf`` and ``exp``. A row's sum accumulates in
+float64. fastmath lets LLVM vectorise and reassociate sums, but keeps NaN and inf semantics.
+"""
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+from numba.extending import overload
+
+from .numpy_backend import _ERF_P, _ERF_Q
+
+# error_model="numpy": x / 0 is inf or NaN as in numpy (Python's ZeroDivisionError check would also
+# stop LLVM from vectorising every loop that divides).
+jit = numba.njit(nogil=True, cache=True, error_model="numpy", fastmath={"nsz", "arcp", "contract", "reassoc"})
+f32 = np.float32
+
+# exp for float32, vectorisable (libm's expf is a call LLVM cannot vectorise): e^x = 2^k e^r with
+# k = round(x log2 e), r = x - k ln 2 (ln 2 split in two so k ln 2 is exact), e^r by its degree-6
+# Taylor-like minimax polynomial on |r| <= ln2/2, 2^k built in the exponent bits. Max relative
+# error 2e-7 (tests/test_jit.py), like numpy's own SIMD exp.
+_LOG2E, _LN2_HI, _LN2_LO = f32(1.4426950408889634), f32(0.693359375), f32(-2.12194440e-4)
+_EXP_C = (f32(1.9875691500e-4), f32(1.3981999507e-3), f32(8.3334519073e-3), f32(4.1665795894e-2),
+          f32(1.6666665459e-1), f32(5.0000001201e-1))
+_SQRT_HALF32, _INV_SQRT_2PI32 = f32(math.sqrt(0.5)), f32(1.0 / math.sqrt(2.0 * math.pi))
+_P_HI, _Q_HI = len(_ERF_P) - 1, len(_ERF_Q) - 1
+
+
+def exp(x):  # typed below
+    raise NotImplementedError
+
+
+def cdf(x):  # Φ(x) = (1 + erf(x/√2)) / 2
+    raise NotImplementedError
+
+
+def pdf(x):  # φ(x) = e^(-x²/2) / √(2π)
+    raise NotImplementedError
+
+
+@overload(exp)
+def _exp(x):
+    if x == numba.types.float32:
+        def impl(x):
+            v = min(max(x, f32(-87.3)), f32(88.7))
+            k = np.floor(v * _LOG2E + f32(0.5))  # np.floor stays a float (math.floor: an int, not vectorised)
+            r = v - k * _LN2_HI - k * _LN2_LO
+            p = _EXP_C[0]
+            for c in _EXP_C[1:]:
+                p = p * r + c
+            p = p * r * r + r + f32(1.0)
+            scale = np.int32((np.int32(k) + np.int32(127)) << np.int32(23)).view(np.float32)
+            # Selects, not branches, so the loop still vectorises; NaN stays NaN (x != x).
+            y = p * scale
+            y = f32(0.0) if x < f32(-87.3) else y
+            y = f32(np.inf) if x > f32(88.7) else y
+            return x if x != x else y
+        return impl
+    return lambda x: math.exp(x)
+
+
+@overload(cdf)
+def _cdf(x):
+    if x == numba.types.float32:
+        def impl(x):  # the numpy backend's float32 erf: x·P(x²)/Q(x²) on [-4, 4]
+            s = min(max(x * _SQRT_HALF32, f32(-4.0)), f32(4.0))
+            u = s * s
+            num, den = _ERF_P[_P_HI], _ERF_Q[_Q_HI]
+            for j in range(_P_HI - 1, -1, -1):
+                num = num * u + _ERF_P[j]
+            for j in range(_Q_HI - 1, -1, -1):
+                den = den * u + _ERF_Q[j]
+            return f32(0.5) + f32(0.5) * (s * num / den)
+        return impl
+    return lambda x: 0.5 * (1.0 + math.erf(x * math.sqrt(0.5)))
+
+
+@overload(pdf)
+def _pdf(x):
+    if x == numba.types.float32:
+        return lambda x: exp(f32(-0.5) * x * x) * _INV_SQRT_2PI32
+    return lambda x: math.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)
+
+
+@jit
+def gelu(x, out):
+    """out = x Φ(x); x, out 1-D."""
+    for i in range(x.size):
+        out[i] = x[i] * cdf(x[i])
+
+
+@jit
+def gelu_backward(g, x, out):
+    """out = g (Φ(x) + x φ(x))."""
+    for i in range(x.size):
+        out[i] = g[i] * (cdf(x[i]) + x[i] * pdf(x[i]))
+
+
+@jit
+def gelu_tanh(x, out):
+    """out = x/2 (1 + tanh u),  u = √(2/π) (x + 0.044715 x³)."""
+    for i in range(x.size):
+        a = x[i]
+        out[i] = 0.5 * a * (1.0 + math.tanh(math.sqrt(2.0 / math.pi) * (a + 0.044715 * a * a * a)))
+
+
+@jit
+def gelu_tanh_backward(g, x, out):
+    """out = g ((1 + tanh u)/2 + x/2 (1 - tanh² u) √(2/π) (1 + 3·0.044715 x²))."""
+    for i in range(x.size):
+        a = x[i]
+        t = math.tanh(math.sqrt(2.0 / math.pi) * (a + 0.044715 * a * a * a))
+        du = math.sqrt(2.0 / math.pi) * (1.0 + 3.0 * 0.044715 * a * a)
+        out[i] = g[i] * (0.5 * (1.0 + t) + 0.5 * a * (1.0 - t * t) * du)
+
+
+@jit
+def softmax(x, out):
+    """Each row of out = e^(x - max x) / Σ e^(x - max x); x, out 2-D [rows, n]."""
+    for r in range(x.shape[0]):
+        m = x[r, 0]
+        for c in range(1, x.shape[1]):
+            m = max(m, x[r, c])
+        total = 0.0
+        for c in range(x.shape[1]):
+            e = exp(x[r, c] - m)
+            out[r, c] = e
+            total += e
+        inv = 1.0 / total
+        for c in range(x.shape[1]):
+            out[r, c] *= inv
+
+
+@jit
+def softmax_backward(g, s, out):
+    """Each row of out = s ⊙ (g - Σ g s)."""
+    for r in range(s.shape[0]):
+        dot = 0.0
+        for c in range(s.shape[1]):
+            dot += g[r, c] * s[r, c]
+        for c in range(s.shape[1]):
+            out[r, c] = s[r, c] * (g[r, c] - dot)
+
+
+@jit
+def layer_norm(x, w, b, eps, out, mean, rstd):
+    """Per row: μ, rstd = 1/sqrt(σ² + eps) (σ² biased, two passes), out = (x - μ) rstd w + b;
+    mean and rstd are [rows, 1]."""
+    n = x.shape[1]
+    for r in range(x.shape[0]):
+        total = 0.0
+        for c in range(n):
+            total += x[r, c]
+        mu = total / n
+        sq = 0.0
+        for c in range(n):
+            d = x[r, c] - mu
+            sq += d * d
+        rs = 1.0 / math.sqrt(sq / n + eps)
+        mean[r, 0], rstd[r, 0] = mu, rs
+        for c in range(n):
+            out[r, c] = (x[r, c] - mu) * rs * w[c] + b[c]
+
+
+@jit
+def layer_norm_backward(g, x, mean, rstd, w, out):
+    """Per row, with ĝ = g w and x̂ = (x - μ) rstd: out = (ĝ - mean ĝ - x̂ mean(ĝ x̂)) rstd."""
+    n = x.shape[1]
+    for r in range(x.shape[0]):
+        mu, rs = mean[r, 0], rstd[r, 0]
+        s1 = 0.0
+        s2 = 0.0
+        for c in range(n):
+            gh = g[r, c] * w[c]
+            s1 += gh
+            s2 += gh * (x[r, c] - mu) * rs
+        s1 /= n
+        s2 /= n
+        for c in range(n):
+            out[r, c] = (g[r, c] * w[c] - s1 - (x[r, c] - mu) * rs * s2) * rs
+
+
+@jit
+def layer_norm_param_grads(g, x, mean, rstd, dw, db):
+    """dw = Σ_rows g x̂, db = Σ_rows g, accumulated into float64 dw, db [n]."""
+    for r in range(x.shape[0]):
+        mu, rs = mean[r, 0], rstd[r, 0]
+        for c in range(x.shape[1]):
+            dw[c] += g[r, c] * (x[r, c] - mu) * rs
+            db[c] += g[r, c]
