@@ -139,7 +139,7 @@ def test_blocks_bad_arguments(threads):
 
 def test_kernels_namespace():
     assert numpy_backend.kernels.blocks is parallel.blocks
-    assert numpy_backend.kernels.attention_on is None  # a kernel numpy lacks reads as None, never raises
+    assert numpy_backend.kernels.no_such_kernel is None  # a kernel numpy lacks reads as None, never raises
 
 
 def test_set_and_get_num_threads_pin_blas_and_torch():

@@ -193,3 +193,56 @@ def layer_norm_param_grads(g, x, mean, rstd, dw, db):
         for c in range(x.shape[1]):
             dw[c] += g[r, c] * (x[r, c] - mu) * rs
             db[c] += g[r, c]
+
+
+# ---- attention: the scores' row pass between jit.py's GEMMs, over a block of (batch, head) pairs --
+# z, p, dp, dz are [B, n, T, S]; lse [B, n, T, 1]; the additive mask m [B or 1, n or 1, T or 1, S].
+# Each loop writes a separate output: written in place, LLVM could not rule out aliasing and kept
+# these loops scalar (4-5x slower). ``scale`` has the arrays' dtype, so float32 stays float32.
+@jit
+def attention_probs(z, m, scale, p, lse):
+    """p = softmax(z s + m) over each row, and lse = its log-sum-exp (max + log Σ e^(z s + m - max))."""
+    for b in range(z.shape[0]):
+        for h in range(z.shape[1]):
+            mbh = m[b if m.shape[0] > 1 else 0, h if m.shape[1] > 1 else 0]
+            for r in range(z.shape[2]):
+                zr, pr, mr = z[b, h, r], p[b, h, r], mbh[r if mbh.shape[0] > 1 else 0]
+                top = zr[0] * scale + mr[0]
+                for c in range(zr.size):
+                    pr[c] = zr[c] * scale + mr[c]
+                    top = max(top, pr[c])
+                total = 0.0
+                for c in range(zr.size):
+                    e = exp(pr[c] - top)
+                    pr[c] = e
+                    total += e
+                inv = 1.0 / total
+                for c in range(zr.size):
+                    pr[c] *= inv
+                lse[b, h, r, 0] = top + math.log(total)
+
+
+@jit
+def attention_probs_again(z, m, scale, lse, p):
+    """p = e^(z s + m - lse): the forward's probabilities, rebuilt from its log-sum-exp."""
+    for b in range(z.shape[0]):
+        for h in range(z.shape[1]):
+            mbh = m[b if m.shape[0] > 1 else 0, h if m.shape[1] > 1 else 0]
+            for r in range(z.shape[2]):
+                zr, pr, mr, top = z[b, h, r], p[b, h, r], mbh[r if mbh.shape[0] > 1 else 0], lse[b, h, r, 0]
+                for c in range(zr.size):
+                    pr[c] = exp(zr[c] * scale + mr[c] - top)
+
+
+@jit
+def attention_score_grad(p, dp, scale, dz):
+    """dz = s p ⊙ (dp - Σ_c dp p): softmax's vector-Jacobian product, times the scale s."""
+    for b in range(p.shape[0]):
+        for h in range(p.shape[1]):
+            for r in range(p.shape[2]):
+                pr, dpr, dzr = p[b, h, r], dp[b, h, r], dz[b, h, r]
+                dot = 0.0
+                for c in range(pr.size):
+                    dot += dpr[c] * pr[c]
+                for c in range(pr.size):
+                    dzr[c] = scale * pr[c] * (dpr[c] - dot)

@@ -120,9 +120,70 @@ def _layer_norm_backward(g, x, mean, rstd, w, b, n, mask):
     return dx, dw, db
 
 
+# Heads per block: a block's [h, T, S] scores (64 KB a head at T = S = 128 in float32) stay in L2.
+_HEADS_PER_BLOCK = 8
+
+
+def _heads(fn, *arrays):
+    """fn(*blocks) over blocks of (batch, head) pairs of [B, n, ...] arrays, on the pool, with BLAS on
+    one thread per worker (numpy's matmul calls BLAS once per head: a BLAS waking its own threads for
+    a 128x128 product would cost more than the product). A mask of size 1 in B or n is broadcast."""
+    with parallel.single_threaded_blas():
+        parallel.blocks(fn, *arrays, axis=1, block_elements=_HEADS_PER_BLOCK * math.prod(arrays[0].shape[2:]))
+
+
+def _mask4(mask, shape, dtype):
+    """The additive mask as a [B or 1, n or 1, T or 1, S] array (zeros [1, 1, 1, S] for none)."""
+    if mask is None:
+        return np.zeros((1, 1, 1, shape[-1]), dtype)
+    m = np.asarray(mask, dtype=dtype)
+    m = m.reshape((1,) * (4 - m.ndim) + m.shape)
+    return np.ascontiguousarray(np.broadcast_to(m, m.shape[:3] + (shape[-1],)))
+
+
+def _attention(q, k, v, mask, scale):
+    """(softmax(q kᵀ s + m) v, the log-sum-exp of each score row), a few heads at a time: q kᵀ and
+    p v on BLAS, the row pass between them compiled, the scores of a block kept in cache."""
+    loops = _loops()
+    (q, k, v), dtype = _float(q, k, v)
+    m = _mask4(mask, k.shape[:-1], q.dtype)
+    out = np.empty(q.shape[:-1] + v.shape[-1:], q.dtype)
+    lse = np.empty(q.shape[:-1] + (1,), q.dtype)  # 4-D, so that the pool cuts it like q
+    s = q.dtype.type(scale)
+
+    def block(q, k, v, m, out, lse):
+        p = np.empty(q.shape[:-1] + k.shape[-2:-1], q.dtype)
+        loops.attention_probs(q @ k.swapaxes(-1, -2), m, s, p, lse)
+        np.matmul(p, v, out=out)
+    _heads(block, q, k, v, m, out, lse)
+    return out.astype(dtype, copy=False), lse[..., 0]
+
+
+def _attention_backward(g, q, k, v, out, lse, mask, scale):
+    """(dq, dk, dv) of ``_attention``: p = e^(q kᵀ s + m - lse) rebuilt, dv = pᵀ g,
+    dz = s p ⊙ (g vᵀ - Σ g vᵀ ⊙ p), dq = dz k, dk = dzᵀ q."""
+    loops = _loops()
+    (g, q, k, v), dtype = _float(g, q, k, v)
+    m = _mask4(mask, k.shape[:-1], q.dtype)
+    dq, dk, dv = np.empty_like(q), np.empty_like(k), np.empty_like(v)
+    s = q.dtype.type(scale)
+
+    def block(g, q, k, v, lse, m, dq, dk, dv):
+        p, dz = np.empty((2,) + q.shape[:-1] + k.shape[-2:-1], q.dtype)
+        loops.attention_probs_again(q @ k.swapaxes(-1, -2), m, s, lse, p)
+        np.matmul(p.swapaxes(-1, -2), g, out=dv)
+        loops.attention_score_grad(p, g @ v.swapaxes(-1, -2), s, dz)
+        np.matmul(dz, k, out=dq)
+        np.matmul(dz.swapaxes(-1, -2), q, out=dk)
+    _heads(block, g, q, k, v, np.asarray(lse, q.dtype)[..., None], m, dq, dk, dv)
+    return dq.astype(dtype, copy=False), dk.astype(dtype, copy=False), dv.astype(dtype, copy=False)
+
+
 def kernels() -> dict:
     """The numpy backend's compiled kernels by name ({} without numba, or with MINIGRAD_JIT=0)."""
     if not available():
         return {}
     return dict(gelu=_gelu, gelu_backward=_gelu_backward, softmax=_softmax, softmax_backward=_softmax_backward,
-                layer_norm=_layer_norm, layer_norm_backward=_layer_norm_backward)
+                layer_norm=_layer_norm, layer_norm_backward=_layer_norm_backward,
+                attention=_attention, attention_backward=_attention_backward,
+                attention_on=lambda q: q.ndim == 4)

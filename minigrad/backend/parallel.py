@@ -174,6 +174,17 @@ def _single_threaded_blas(libs: list):
                     lib.set_num_threads(n)
 
 
+@contextlib.contextmanager
+def single_threaded_blas():
+    """BLAS on one thread while inside, when the pool has several (each of its workers calls BLAS)."""
+    libs = blas_libraries()
+    if not libs or _pool.size <= 1:
+        yield
+        return
+    with _single_threaded_blas(libs):
+        yield
+
+
 def matmul_stack(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """a @ b for stacks of matrices (attention's [B, H, T, d] products), the stack cut over the pool,
     each thread running single-threaded BLAS on its own matrices.
