@@ -102,8 +102,8 @@ class BertSelfAttention(nn.Module):
     out_h = A_h V_h;  the n heads' outputs are concatenated back to width H.
     Dividing by sqrt(d) keeps the scores' variance near 1 whatever the head size, so softmax
     does not saturate at initialisation. When nobody asks for the attention weights and no dropout
-    applies to them, ``F.scaled_dot_product_attention`` computes the same thing (on torch:cpu one
-    fused kernel that never stores A_h), and the weights returned are None.
+    applies to them, ``F.scaled_dot_product_attention`` computes the same thing (on torch:cpu, and
+    numpy with numba, one fused kernel that never stores A_h), and the weights returned are None.
     """
 
     def __init__(self, config: BertConfig):

@@ -104,9 +104,9 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn
     As torch's: a bool ``attn_mask`` is True where attention is allowed, a float one is added to
     the scores; ``is_causal`` lets position i see positions ≤ i only (masked scores are -inf, so a
     fully masked row gives NaN, as in torch). ``dropout_p`` applies whenever it is non-zero (pass 0
-    in eval, as nanoGPT does). On torch:cpu, for 4-d inputs with no dropout, no causal flag and no
-    mask or a float mask that needs no gradient, it is one fused op (``ops.attention``) on torch's
-    flash-attention kernel, which never stores the [.., T, T] probabilities.
+    in eval, as nanoGPT does). On torch:cpu, and on numpy with numba, for 4-d inputs with no dropout,
+    no causal flag and no mask or a float mask that needs no gradient, it is one fused op
+    (``ops.attention``) on the backend's kernel, which never stores the [.., T, T] probabilities.
     """
     if is_causal and attn_mask is not None:
         raise ValueError("scaled_dot_product_attention: give attn_mask or is_causal, not both")

@@ -1,10 +1,11 @@
-"""Fused scaled dot-product attention: one ``Function`` for softmax(q kᵀ s + m) v, on torch's kernel.
+"""Fused scaled dot-product attention: one ``Function`` for softmax(q kᵀ s + m) v, on a backend kernel.
 
 The composed form (a matmul, a scale, the mask's add, ``Softmax``, a matmul: ``F.scaled_dot_product_
 attention`` without this op, and mini_bert's attention) stores the [B, n, T, T] probabilities for
 backward. torch's flash-attention kernel does not: its forward keeps one log-sum-exp per query row
-and its backward recomputes the probabilities block by block, in cache. This op exists only where a
-backend has that kernel (``kernels.attention``); everywhere else the composed form is used. Its
+and its backward recomputes the probabilities block by block, in cache. numpy's kernel (with numba,
+``backend/jit.py``) does the same a few heads at a time. This op exists only where a backend has
+such a kernel (``kernels.attention``); everywhere else the composed form is used. Its
 backward's formula (below the kernel call) runs only for ``create_graph``, recorded on Tensors.
 """
 from __future__ import annotations
@@ -20,7 +21,8 @@ class ScaledDotProductAttention(Function):
 
     With g = dL/do:  dv = pᵀ g,  dp = g vᵀ,  dz = p ⊙ (dp - Σ_j dp_j p_j)  (softmax's vjp),
     dq = s dz k,  dk = s dzᵀ q. torch: ``_scaled_dot_product_flash_attention_for_cpu`` and its
-    ``_backward`` compute exactly these, the mask included; no other backend has this op.
+    ``_backward`` compute exactly these, the mask included; numpy: ``jit._attention`` and
+    ``jit._attention_backward`` (BLAS for the products, one compiled pass for the rows).
     """
 
     @classmethod

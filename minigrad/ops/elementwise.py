@@ -280,7 +280,8 @@ class Gelu(Function):
     approximate='tanh' ("gelu_new"):  z = a/2 (1 + tanh u),  u = √(2/π) (a + 0.044715 a³),
         dz/da = (1 + tanh u)/2 + a/2 (1 - tanh² u) √(2/π) (1 + 3·0.044715 a²).
 
-    numpy: these formulas (the exact forward over blocks on its thread pool); torch: its native
+    numpy: these formulas (the exact forward over blocks on its thread pool), or with numba the same
+    math as one compiled pass (``backend/jit.py``); torch: its native
     ``gelu`` and ``gelu_backward`` kernels, which keep only a (tanh u is recomputed where needed).
     """
 

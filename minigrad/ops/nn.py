@@ -19,7 +19,8 @@ class Softmax(Function):
     """s = e^(x - max x) / Σ e^(x - max x) along ``axis`` (the max keeps exp from overflowing).
 
     Jacobian ds_i/dx_j = s_i (δ_ij - s_j), so the vector-Jacobian product is s ⊙ (g - Σ_j g_j s_j).
-    numpy: these formulas, over blocks of rows on its thread pool; torch: its native ``_softmax``
+    numpy: these formulas, over blocks of rows on its thread pool (with numba, one compiled pass per
+    row, ``backend/jit.py``); torch: its native ``_softmax``
     and ``_softmax_backward_data`` kernels, the same math in one pass each.
     """
 
@@ -96,7 +97,8 @@ class LayerNorm(Function):
     With D normalised elements and ĝ = g w:
         dx = (ĝ - mean(ĝ) - x̂ mean(ĝ x̂)) / sqrt(σ² + eps),   dw = Σ g x̂,   db = Σ g
     (the two mean terms are the gradient flowing through μ and σ²).
-    numpy: these formulas, over blocks of rows on its thread pool; torch: its native
+    numpy: these formulas, over blocks of rows on its thread pool (with numba, one compiled pass per
+    row, ``backend/jit.py``, keeping torch's layout below); torch: its native
     ``native_layer_norm`` and ``native_layer_norm_backward`` kernels, which keep x, μ and
     1/sqrt(σ² + eps) for backward instead of x̂ (x̂ = (x - μ)/sqrt(σ² + eps) where a formula needs it).
     """
@@ -109,7 +111,7 @@ class LayerNorm(Function):
         axes = tuple(range(x.ndim - n, x.ndim))
         ctx.axes, ctx.eps = axes, eps
         k = xp.kernels.layer_norm
-        if k is not None:  # torch's native kernel: it keeps x, μ and rstd (five saved, see backward)
+        if k is not None:  # a kernel keeps x, μ and rstd, as torch's native one (five saved, see backward)
             y, mean, rstd = k(x, weight, bias, n, eps)
             ctx.save_for_backward(x, rstd, weight, mean, bias)
             return y
