@@ -121,7 +121,9 @@ try:  # float64 erf: scipy's vectorised C when present, else the standard librar
 except ImportError:  # pragma: no cover - exercised only without scipy
     _erf64 = np.vectorize(math.erf, otypes=[np.float64])
 
-# float32 erf as x·P(x²)/Q(x²) on [-4, 4] (erf(±4) rounds to ±1 in float32). The coefficients are
+# float32 erf as x·P(x²)/Q(x²) on [-4, 4], clipped to [-1, 1] and exactly ±1 from |x| = 3.9192 on,
+# where the float64 erf rounds to ±1 in float32 (the fit alone gives 1 - 6e-8 there and overshoots
+# to 1 + 2e-7 near 4, so Φ(-40) came out 3e-8, not 0). The coefficients are
 # our own weighted least-squares fit to erf(x)/x; evaluated in float32 the result is within 7 ulp
 # (4e-7 absolute) of float64 erf, which tests/test_backend_erf.py checks. numpy's own SIMD
 # multiply/add run this 6x faster than scipy's scalar erf, and 3x more when done in cache-sized
@@ -130,6 +132,7 @@ _ERF_P = np.array([1.12837917e+00, 1.85280008e-01, 5.43540105e-02, 3.85647916e-0
                    3.80859225e-04, 4.71511614e-06, -1.33602699e-08], dtype=np.float32)
 _ERF_Q = np.array([1.00000000e+00, 4.97533530e-01, 1.14014023e-01, 1.54798462e-02,
                    1.31069163e-03, 6.34035470e-05], dtype=np.float32)
+_ERF_ONE = np.float32(3.9192)
 _SQRT_HALF = math.sqrt(0.5)
 _BLOCK = 1 << 16  # elements per block: a few float32 temporaries of this size stay in L2 cache
 
@@ -149,11 +152,14 @@ def _erf32_block(x, out, scale, cdf, times_x=False):
         q += c
     p *= xc
     np.divide(p, q, out=out)
+    np.clip(out, -1.0, 1.0, out=out)
+    np.copyto(out, np.sign(xc), where=np.abs(xc) >= _ERF_ONE)
     if cdf:
         out *= 0.5
         out += 0.5
     if times_x:
-        out *= x
+        with np.errstate(invalid="ignore"):  # -inf · 0 is NaN, as torch's gelu(-inf), without a warning
+            out *= x
 
 
 def _blocked_erf32(x, scale: float, cdf: bool, times_x: bool = False):
