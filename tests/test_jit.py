@@ -23,6 +23,12 @@ pytestmark = pytest.mark.skipif(not jit.available(), reason="numba is not instal
 F32_EPS = float(np.finfo(np.float32).eps)
 
 
+@pytest.fixture(autouse=True)
+def _small_arrays_too(monkeypatch):
+    """The kernels decline arrays under jit.MIN_ELEMENTS; these tests' arrays are smaller."""
+    monkeypatch.setattr(jit, "MIN_ELEMENTS", 0)
+
+
 def _x(*shape, scale=3.0, seed=0):
     return (np.random.default_rng(seed).standard_normal(shape) * scale).astype(np.float32)
 
@@ -172,17 +178,29 @@ def test_results_do_not_depend_on_the_thread_count():
     assert parallel.num_threads() == saved
 
 
+def test_small_arrays_run_the_formulas_and_never_load_numba():
+    """A program of small arrays only (a lesson's toy graph) never pays numba's start-up."""
+    code = ("import sys, numpy as np, minigrad as mg\n"
+            "from minigrad.backend import jit\n"
+            "assert jit._gelu(np.ones(100, np.float32), 'none') is NotImplemented\n"
+            "x = mg.tensor(np.linspace(-3, 3, 600, dtype=np.float32).reshape(2, 3, 10, 10), requires_grad=True)\n"
+            "y = mg.nn.functional.layer_norm(mg.nn.functional.gelu(x), (10,)).softmax(-1)\n"
+            "mg.nn.functional.scaled_dot_product_attention(y, y, y).sum().backward()\n"
+            "assert 'numba' not in sys.modules, 'numba was loaded'\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 def test_without_numba_the_ops_run_their_formulas():
     """MINIGRAD_JIT=0 (as without numba): no compiled kernel, numba never imported, same results."""
     code = ("import sys, numpy as np, minigrad as mg\n"
             "from minigrad.backend import numpy_backend as nb\n"
             "assert nb.kernels.gelu is None and nb.kernels.attention is None, nb.kernels\n"
-            "x = mg.tensor(np.linspace(-6, 6, 1001, dtype=np.float32))\n"
+            "x = mg.tensor(np.linspace(-6, 6, 70_001, dtype=np.float32))\n"
             "y = mg.nn.functional.gelu(x).softmax(-1)\n"
             "assert 'numba' not in sys.modules\n"
             "np.save(sys.argv[1], y.numpy())\n")
     out = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"jit-off-{os.getpid()}.npy")
     subprocess.run([sys.executable, "-c", code, out], check=True, env={**os.environ, "MINIGRAD_JIT": "0"})
-    x = mg.tensor(np.linspace(-6, 6, 1001, dtype=np.float32))
+    x = mg.tensor(np.linspace(-6, 6, 70_001, dtype=np.float32))
     _close(np.load(out), mg.nn.functional.gelu(x).softmax(-1).numpy(), 8, "jit off vs on")
     os.remove(out)

@@ -56,9 +56,11 @@ KERNEL_OF = {"gelu_tanh": "gelu", "softmax_last": "softmax", "softmax_middle": "
              "attention_masked": "attention", "attention_blocks": "attention"}
 
 
-def _backend(name: str):
-    if name == "numpy-jit" and not jit.available():
-        pytest.skip("numba is not installed: the numpy backend has no compiled kernels")
+def _backend(name: str, monkeypatch):
+    if name == "numpy-jit":
+        if not jit.available():
+            pytest.skip("numba is not installed: the numpy backend has no compiled kernels")
+        monkeypatch.setattr(jit, "MIN_ELEMENTS", 0)  # these small cases would otherwise run the formulas
     return BACKENDS[name]
 
 
@@ -90,7 +92,7 @@ def _run(fn, shapes, forward_kernels, backward_kernels, monkeypatch, frozen=(), 
 @pytest.mark.parametrize("backward", ["native", "formula"])
 def test_native_kernels_equal_the_formulas(case, backward, backend, monkeypatch):
     fn, shapes = CASES[case]
-    _, _, native, formula = _backend(backend)
+    _, _, native, formula = _backend(backend, monkeypatch)
     if getattr(native, KERNEL_OF.get(case, case)) is None:
         pytest.skip(f"{backend} has no {KERNEL_OF.get(case, case)} kernel")
     if backward == "formula" and case in NO_FORMULA_BACKWARD:
@@ -105,7 +107,7 @@ def test_native_kernels_equal_the_formulas(case, backward, backend, monkeypatch)
 @pytest.mark.parametrize("frozen", [(0,), (1, 2), (0, 2)])
 def test_layer_norm_kernel_computes_only_the_needed_gradients(frozen, backend, monkeypatch):
     fn, shapes = CASES["layer_norm"]
-    _, _, native, formula = _backend(backend)
+    _, _, native, formula = _backend(backend, monkeypatch)
     want = _run(fn, shapes, formula, formula, monkeypatch, frozen, backend)
     got = _run(fn, shapes, native, native, monkeypatch, frozen, backend)
     for i, (g, w) in enumerate(zip(got, want)):
@@ -118,7 +120,7 @@ def test_layer_norm_kernel_computes_only_the_needed_gradients(frozen, backend, m
 def test_the_ops_use_the_native_kernels(backend, monkeypatch):
     """Each kernel a backend provides is called by its op (numpy's pool, ``blocks``, is what its
     formulas run on, not a kernel an op asks for by name)."""
-    _, _, native, _ = _backend(backend)
+    _, _, native, _ = _backend(backend, monkeypatch)
     called = set()
     spied = kernels_mod.Kernels(**{
         name: (lambda name, k: lambda *a, **kw: called.add(name) or k(*a, **kw))(name, k)

@@ -29,6 +29,10 @@ import numpy as np
 from . import parallel
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+# Below this many elements a kernel declines (returns NotImplemented) and the op's numpy formula
+# runs: a small array gains microseconds, and a program that only ever makes small ones (a lesson's
+# toy graph) never pays numba's ~0.5 s import and cache load.
+MIN_ELEMENTS = parallel.MIN_PARALLEL_ELEMENTS
 
 
 def available() -> bool:
@@ -58,11 +62,15 @@ def _elementwise(loop, *arrays):
 
 
 def _gelu(x, approximate):
+    if x.size < MIN_ELEMENTS:
+        return NotImplemented
     loops = _loops()
     return _elementwise(loops.gelu_tanh if approximate == "tanh" else loops.gelu, x)
 
 
 def _gelu_backward(g, x, approximate):
+    if x.size < MIN_ELEMENTS:
+        return NotImplemented
     loops = _loops()
     return _elementwise(loops.gelu_tanh_backward if approximate == "tanh" else loops.gelu_backward, g, x)
 
@@ -78,10 +86,14 @@ def _rows(loop, dim: int, *arrays):
 
 
 def _softmax(x, dim):
+    if x.size < MIN_ELEMENTS:
+        return NotImplemented
     return _rows(_loops().softmax, dim, x)
 
 
 def _softmax_backward(g, y, dim):
+    if y.size < MIN_ELEMENTS:
+        return NotImplemented
     return _rows(_loops().softmax_backward, dim, g, y)
 
 
@@ -92,6 +104,8 @@ def _affine(p, d: int, dtype, fill: float):
 
 def _layer_norm(x, w, b, n, eps):
     """(y, mean, rstd) over the last ``n`` dims; mean and rstd keep x's rank (torch's layout)."""
+    if x.size < MIN_ELEMENTS:
+        return NotImplemented
     loops, d = _loops(), math.prod(x.shape[x.ndim - n:])
     (x2,), dtype = _float(x.reshape(-1, d))
     w2, b2 = _affine(w, d, x2.dtype, 1.0), _affine(b, d, x2.dtype, 0.0)
@@ -103,6 +117,8 @@ def _layer_norm(x, w, b, n, eps):
 
 def _layer_norm_backward(g, x, mean, rstd, w, b, n, mask):
     """(dx, dw, db), each None where ``mask`` says that gradient is not needed."""
+    if x.size < MIN_ELEMENTS:
+        return NotImplemented
     loops, d = _loops(), math.prod(x.shape[x.ndim - n:])
     (g2, x2, m2, r2), dtype = _float(g.reshape(-1, d), x.reshape(-1, d), mean.reshape(-1, 1), rstd.reshape(-1, 1))
     dx = dw = db = None
@@ -186,4 +202,4 @@ def kernels() -> dict:
     return dict(gelu=_gelu, gelu_backward=_gelu_backward, softmax=_softmax, softmax_backward=_softmax_backward,
                 layer_norm=_layer_norm, layer_norm_backward=_layer_norm_backward,
                 attention=_attention, attention_backward=_attention_backward,
-                attention_on=lambda q: q.ndim == 4)
+                attention_on=lambda q: q.ndim == 4 and q.size * q.shape[-2] >= MIN_ELEMENTS)  # ~ the scores' size

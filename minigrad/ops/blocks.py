@@ -1,4 +1,5 @@
-"""``run_formula``: run an op's own formula, on the backend's thread pool when it has one.
+"""``run_formula``: run an op's own formula, on the backend's thread pool when it has one;
+``run_kernel``: a backend's kernel for it, when there is one that takes the call.
 
 An op's formula is a function of raw arrays (written inside the op's method, so it stays where its
 docstring and the course's blanks are). On numpy ``xp.kernels.blocks`` (a persistent thread pool;
@@ -20,3 +21,9 @@ def run_formula(xp, fn, *arrays, axis: int):
     if blocks is None or not 0 <= axis < getattr(arrays[0], "ndim", 0):
         return fn(*arrays)
     return blocks(fn, *arrays, axis=axis)
+
+
+def run_kernel(kernel, *args):
+    """kernel(*args), or NotImplemented when the backend has no such kernel (``kernel`` is None) or
+    the kernel declines these arguments: the op runs its formula then."""
+    return NotImplemented if kernel is None else kernel(*args)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 
 from ..autograd import Function, rerun_forward
-from .blocks import run_formula
+from .blocks import run_formula, run_kernel
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _INV_SQRT_2 = 1.0 / math.sqrt(2.0)
@@ -293,10 +293,10 @@ class Gelu(Function):
         ctx.approximate = approximate
         if approximate not in ("none", "tanh"):
             raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
-        k = xp.kernels.gelu
-        if k is not None:
+        y = run_kernel(xp.kernels.gelu, a, approximate)
+        if y is not NotImplemented:
             ctx.save_for_backward(a, None)
-            return k(a, approximate)
+            return y
         if approximate == "tanh":
             t = xp.tanh(_SQRT_2_OVER_PI * (a + 0.044715 * a * a * a))
             ctx.save_for_backward(a, t)
@@ -313,9 +313,9 @@ class Gelu(Function):
     def backward(ctx, g):
         xp = ctx.xp
         a, s = ctx.saved_tensors
-        k = xp.kernels.gelu_backward
-        if k is not None:
-            return k(g, a, ctx.approximate)
+        ga = run_kernel(xp.kernels.gelu_backward, g, a, ctx.approximate)
+        if ga is not NotImplemented:
+            return ga
         if ctx.approximate == "tanh":
             if s is None:  # the native forward kept a only
                 s = xp.tanh(_SQRT_2_OVER_PI * (a + 0.044715 * a * a * a))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 
 from ..autograd import Function, rerun_forward
-from .blocks import run_formula
+from .blocks import run_formula, run_kernel
 from .matmul import matmul_flops
 
 
@@ -30,10 +30,8 @@ class Softmax(Function):
     def forward(ctx, x, axis):
         xp = ctx.xp
         ctx.axis = axis
-        k = xp.kernels.softmax
-        if k is not None:
-            e = k(x, axis)
-        else:
+        e = run_kernel(xp.kernels.softmax, x, axis)
+        if e is NotImplemented:
             def formula(x):
                 e = xp.exp_(x - xp.amax(x, axis=axis, keepdims=True))  # in place on the fresh difference
                 e *= 1.0 / xp.sum(e, axis=axis, keepdims=True)  # one reciprocal per row, then multiplies
@@ -46,9 +44,9 @@ class Softmax(Function):
     def backward(ctx, g):
         (s,) = ctx.saved_tensors
         xp, axis = ctx.xp, ctx.axis
-        k = xp.kernels.softmax_backward
-        if k is not None:
-            return k(g, s, axis), None
+        gx = run_kernel(xp.kernels.softmax_backward, g, s, axis)
+        if gx is not NotImplemented:
+            return gx, None
 
         def formula(g, s):
             gs = g * s
@@ -110,9 +108,9 @@ class LayerNorm(Function):
         xp = ctx.xp
         axes = tuple(range(x.ndim - n, x.ndim))
         ctx.axes, ctx.eps = axes, eps
-        k = xp.kernels.layer_norm
-        if k is not None:  # a kernel keeps x, μ and rstd, as torch's native one (five saved, see backward)
-            y, mean, rstd = k(x, weight, bias, n, eps)
+        out = run_kernel(xp.kernels.layer_norm, x, weight, bias, n, eps)
+        if out is not NotImplemented:  # a kernel keeps x, μ and rstd, as torch's native one (five saved)
+            y, mean, rstd = out
             ctx.save_for_backward(x, rstd, weight, mean, bias)
             return y
 
@@ -141,9 +139,10 @@ class LayerNorm(Function):
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
         if len(saved) == 5:  # the native forward's layout: x, rstd, w, μ, b
             x, rstd, weight, mean, bias = saved
-            k = xp.kernels.layer_norm_backward
-            if k is not None:
-                return (*k(g, x, mean, rstd, weight, bias, len(axes), (need_x, need_w, need_b)), None, None)
+            grads = run_kernel(xp.kernels.layer_norm_backward, g, x, mean, rstd, weight, bias, len(axes),
+                               (need_x, need_w, need_b))
+            if grads is not NotImplemented:
+                return (*grads, None, None)
             xhat = (x - mean) * rstd
         else:
             xhat, rstd, weight, _ = saved
