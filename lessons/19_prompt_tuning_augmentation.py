@@ -172,14 +172,17 @@ assert _common.max_rel_err(a, b.numpy()) < 1e-4
 # A lesson must not train MiniLM for minutes, so this reads the numbers measured by
 # `compare.peft_adv` (its command is printed with them): the same SST-2 training examples, the
 # same steps, each method at its usual learning rate, dev accuracy on the 872 SST-2 dev sentences.
-# The run was short: 63 steps. In that budget only full fine-tuning learned; LoRA, prompt tuning
-# and the head alone all ended at 444/872 = 50.9%, the share of positive dev sentences, i.e. they
-# predict one class. Updates that start at zero (LoRA's B) or from random vectors (the prompt) need
-# more steps than that; prompt tuning in particular is known to need many steps, and large models,
-# to catch up with full fine-tuning (Lester et al. 2021, fig. 1). A measurement, not a verdict.
+# The run: 189 steps (3 epochs of 2,000 examples). LoRA, with 0.33% of the weights, came within
+# 3.5 points of full fine-tuning. Prompt tuning had barely left chance, and the head alone had not:
+# it ended at 444/872 = 50.9%, the share of positive dev sentences, i.e. it predicts one class.
+# (After 63 steps, LoRA too was still there.) Updates that start at zero (LoRA's B) or from random
+# vectors (the prompt) need more steps; prompt tuning in particular is known to need many steps,
+# and large models, to catch up with full fine-tuning (Lester et al. 2021, fig. 1). A measurement,
+# not a verdict.
 
 # %%
-results = json.loads((_common.ROOT / "compare" / "results" / "peft-prompt-head-sst2-2026-12-03.json").read_text())
+results = json.loads((_common.ROOT / "compare" / "results" /
+                      "peft-prompt-head-sst2-2026-12-03-3epochs.json").read_text())
 print("measured with:", results["command"])
 rows = {r["run"]: r for r in results["rows"]}
 for kind in ("full", "lora", "prompt", "head"):
@@ -188,8 +191,9 @@ for kind in ("full", "lora", "prompt", "head"):
     print(f"{kind:6s} lr {r['lr']:<7g} dev acc {r['accuracy']:.4f}  trainable {r['trainable']:>10,d}  "
           f"{r['s_per_step']:.2f} s/step")
 # What the text above says about this run, checked against the file.
-assert all(round(rows[k]["accuracy"] * 872) == 444 for k in ("lora", "prompt", "head"))
-assert rows["full"]["accuracy"] > 0.7
+assert {r["steps"] for r in rows.values()} == {189}
+assert 0 < rows["full"]["accuracy"] - rows["lora"]["accuracy"] < 0.035
+assert rows["prompt"]["accuracy"] < 0.55 and round(rows["head"]["accuracy"] * 872) == 444
 
 fig, ax = plt.subplots(figsize=(6.5, 3.8))
 names = {"full": _common.tr("full fine-tuning", "全量微调"), "lora": "LoRA (r = 8)",
