@@ -51,12 +51,14 @@ def torch_grad(params: dict, X: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.concatenate([p[k].grad.numpy().ravel() for k in W.NAMES])
 
 
-def torchrun(nproc: int, *args: str) -> None:
-    """``python -m torch.distributed.run --standalone --nproc_per_node NPROC ARGS...``: torchrun on
-    this machine, rendezvous on a free local port. One thread per process, as torchrun's default."""
+def launch(nproc: int, *args: str) -> None:
+    """``python -m torch.distributed.run --standalone --nproc_per_node NPROC ARGS...`` (torchrun on
+    this machine, rendezvous on a free local port), or for one process plain ``python ARGS...``: a
+    single process needs no launcher. One thread per process, as torchrun's default."""
     env = {**os.environ, "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(_common.ROOT), os.environ.get("PYTHONPATH")]))}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *args]
+    launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"] if nproc > 1 else []
+    cmd = [sys.executable, *launcher, *args]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, f"{' '.join(cmd)} exited with {proc.returncode}:\n{proc.stderr[-3000:]}"
 
@@ -115,7 +117,7 @@ for name, g in (("minigrad, whole batch", full), ("mean of the two halves", (hal
 # %%
 with tempfile.TemporaryDirectory() as tmp:
     np.savez(Path(tmp) / "in.npz", X=Xb, y=yb, Xu=X[:4], yu=y[:4], uneven=np.array([3, 1]), **params)
-    torchrun(2, str(_common.LESSONS / "_ddp_worker.py"), str(Path(tmp) / "in.npz"), tmp)
+    launch(2, str(_common.LESSONS / "_ddp_worker.py"), str(Path(tmp) / "in.npz"), tmp)
     ranks = [dict(np.load(Path(tmp) / f"rank{r}.npz")) for r in range(2)]
 
 print("zero-copy (tensor.data_ptr() == array address) on each rank:", [bool(r["zero_copy"]) for r in ranks])
@@ -251,3 +253,165 @@ ax1.set_ylabel(_common.tr("‖difference‖ / ‖step‖", "‖差‖ / ‖步�
 ax1.set_title(_common.tr("linear scaling holds to first order in η", "线性缩放在η的一阶上成立"))
 ax1.legend(loc="upper left", fontsize=8)
 _common.savefig(fig, "20_gradient_noise_and_scaling.png")
+
+# %% [markdown]
+# ## 3. The equivalence, for real: `torchrun` fine-tuning a BERT
+# `mini_bert.finetune` does §1 inside its training loop when `torchrun` starts it: each process
+# (a *rank*) takes its contiguous part of every global batch of the single-process stream, weighs
+# its loss by n_r/n, and after backward the gradients are summed with `all_reduce` (bucketed, on
+# numpy buffers shared with torch, as above) before clipping and AdamW. `--batch-size` is *per
+# rank*. So two ranks at `--batch-size 8` should take the very steps of one process at
+# `--batch-size 16`, and so should one process at `--batch-size 8 --grad-accum 2` (accumulation).
+#
+# A tiny random BERT (2 layers, width 16, written by transformers, dropout 0 so that a step is a
+# deterministic function of weights and batch), 48 synthetic sentences, 5 AdamW steps (crossing an
+# epoch boundary), in four runs: one process at batch 16; one at batch 8 with 2 accumulation steps;
+# two ranks at batch 8 each; and, for scale, one process at batch 8 — a different run.
+#
+# **How close is "the same"?** float32 sums of the same numbers in another order differ. A weight's
+# gradient sums n = 16 × 16 = 256 token terms; two orders of summation are each within (n − 1)u of
+# the exact sum relative to Σ|terms| (u = 2⁻²⁴, the classic bound for recursive summation), so
+# within ρ = 2nu of each other. AdamW's step η·m̂/√v̂ changes by at most 2ρ relative when every
+# gradient it has seen changes by ρ (m̂ linear in g, √v̂ too), and |m̂/√v̂| ≤ √t at step t (a
+# weighted mean of t gradients against their root mean square, β₂ ≈ 1). Summed over the steps:
+#
+# $$|\Delta w| \le \sum_t \eta_t \cdot 2\rho\sqrt t = 4nu \sum_t \eta_t \sqrt t.$$
+#
+# The bound assumes no gradient is a sum that cancels almost to zero (there rounding noise is
+# relative to a tiny value, and Adam's normalisation turns noise into a full-size step) and
+# neglects how the tiny weight differences change later gradients (second order over 5 small
+# steps). The batch-8 run shows how far apart two *different* runs are.
+
+# %%
+import json
+
+import transformers
+from safetensors.numpy import load_file
+
+WORDS = "the a movie film was is great good bad awful not very fun boring and but i it".split()
+STEPS, LR, MAX_LEN, BATCH = 5, 1e-3, 16, 8
+
+
+def write_tsv(path: Path, n: int) -> None:
+    """n random sentences; the label: more positive than negative words."""
+    lines = ["sentence\tlabel"]
+    for _ in range(n):
+        words = list(rng.choice(WORDS, rng.integers(2, 12)))
+        score = sum(w in ("good", "great", "fun") for w in words) - sum(w in ("bad", "awful", "boring") for w in words)
+        lines.append(" ".join(words) + f"\t{int(score > 0)}")
+    path.write_text("\n".join(lines) + "\n")
+
+
+work = Path(tempfile.mkdtemp(prefix="lesson20_"))
+(work / "bert").mkdir()
+(work / "bert" / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
+torch.manual_seed(0)
+config = transformers.BertConfig(vocab_size=5 + len(WORDS), hidden_size=16, num_hidden_layers=2,
+                                 num_attention_heads=2, intermediate_size=32, max_position_embeddings=64,
+                                 hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, num_labels=1)
+transformers.utils.logging.disable_progress_bar()
+transformers.BertForSequenceClassification(config).save_pretrained(work / "bert")
+write_tsv(work / "train.tsv", 48)
+write_tsv(work / "dev.tsv", 16)
+
+common_args = ["--model", str(work / "bert"), "--train", str(work / "train.tsv"), "--dev", str(work / "dev.tsv"),
+               "--max-steps", str(STEPS), "--lr", str(LR), "--warmup-ratio", "0", "--max-length", str(MAX_LEN),
+               "--eval-every", str(STEPS), "--log-every", "1", "--seed", "0", "--no-progress", "--no-plot"]
+runs = {"1 process × 16": (1, ["--batch-size", str(2 * BATCH)]),
+        "1 process × 8, accum 2": (1, ["--batch-size", str(BATCH), "--grad-accum", "2"]),
+        "2 ranks × 8": (2, ["--batch-size", str(BATCH)]),
+        "1 process × 8": (1, ["--batch-size", str(BATCH)])}
+weights, metrics = {}, {}
+for k, (name, (nproc, args)) in enumerate(runs.items()):
+    out = work / f"run{k}"
+    launch(nproc, "-m", "mini_bert.finetune", *common_args, *args, "--output", str(out))
+    weights[name] = load_file(out / "last" / "model.safetensors")
+    metrics[name] = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+# %%
+reference = "1 process × 16"
+u = 2.0 ** -24
+lrs = [m["lr"] for m in metrics[reference] if m["event"] == "train"]
+bound = 4 * (2 * BATCH * MAX_LEN) * u * sum(lr * np.sqrt(t) for t, lr in enumerate(lrs, 1))
+print(f"learning rates {lrs}; the bound on |Δw|: {bound:.1e}")
+gaps = {name: max(float(np.abs(w[n] - weights[reference][n]).max()) for n in w)
+        for name, w in weights.items() if name != reference}
+for name, g in gaps.items():
+    print(f"{name:>24}: max |Δw| vs one process at batch 16 = {g:.1e}")
+assert gaps["1 process × 8, accum 2"] <= bound and gaps["2 ranks × 8"] <= bound
+assert gaps["1 process × 8"] > 1000 * bound   # a different run is far outside it
+
+print("\nmetrics.jsonl side by side (train loss per step; the final dev evaluation):")
+print(f"{'step':>4} " + " ".join(f"{name:>24}" for name in metrics))
+train = {name: [m for m in ms if m["event"] == "train"] for name, ms in metrics.items()}
+for i in range(STEPS):
+    print(f"{i + 1:>4} " + " ".join(f"{train[name][i]['loss']:>24.7f}" for name in metrics))
+dev = {name: [m for m in ms if m["event"] == "eval"][-1] for name, ms in metrics.items()}
+print(" dev " + " ".join(f"{d['loss']:>14.7f} acc {d['accuracy']:.4f}".rjust(24) for d in dev.values()))
+for name in ("1 process × 8, accum 2", "2 ranks × 8"):
+    # A loss is a mean of 16 positive terms: another summation order moves it by ≤ 2·16u ≈ 2e-6
+    # relative, and weights within the bound above move it far less.
+    np.testing.assert_allclose([m["loss"] for m in train[name]], [m["loss"] for m in train[reference]], rtol=1e-5)
+    np.testing.assert_allclose(dev[name]["loss"], dev[reference]["loss"], rtol=1e-5)
+    assert dev[name]["accuracy"] == dev[reference]["accuracy"]
+
+# %% [markdown]
+# ## Takeaways
+# - Data parallelism: every rank holds the whole model and a part of each batch; one all-reduce of
+#   the gradients (a sum, then ÷ W, or each rank's mean weighted by n_r/n when the parts are
+#   uneven) gives every rank the whole batch's gradient, so all take the same step.
+# - It is gradient accumulation turned sideways: accumulation sums micro-batches one after
+#   another in `.grad`, all-reduce sums the ranks' buffers at once. Both equal one big batch.
+# - `torch.from_numpy` shares memory: minigrad's numpy gradients go through gloo without a copy.
+# - W ranks at batch B *are* a batch-B·W run: reuse the learning rate tuned for B·W. Gradient noise
+#   falls as 1/B; for SGD the linear scaling rule (batch × k, lr × k, after a warmup) holds to
+#   first order in η and fails where the weights move fast.
+# - Two `torchrun` ranks at batch 8, one process at batch 16 and one at batch 8 with 2 accumulation
+#   steps fine-tune a BERT to the same weights within float32's summation-order bound.
+
+# %% [markdown] tags=["questions"]
+# ## Check your understanding
+#
+# 1. Gradient accumulation over k micro-batches and an all-reduce over k ranks compute the same
+#    gradient. What does each one trade: memory, time, hardware?
+#
+# 2. Rank 0 has 3 examples of the last batch and rank 1 has 1. Each computes the mean loss of its
+#    own examples. What must happen before (or after) the SUM all-reduce, and what goes wrong with
+#    a plain mean of the two means?
+#
+# 3. You tuned lr = 2e-5 for batch 32 on one GPU. You now run 8 GPUs with `--batch-size 32`. What
+#    global batch are you training with, and what are your options for the learning rate?
+#
+# 4. Why does the linear scaling rule need a warmup, and why does it eventually stop working?
+#
+# 5. Why can two ranks and one process agree only to float32 rounding, not bit for bit, and why
+#    would a wrong batch or learning rate be caught by the same check?
+
+# %% [markdown] tags=["answers"]
+# ## Answers
+#
+# 1. Accumulation needs one device and the memory of one micro-batch, and takes k times as long per
+#    step. An all-reduce needs k devices (each with a whole copy of the model and its optimizer
+#    state) and a network, and takes about the time of one micro-batch plus the communication. The
+#    step is the same. They combine: the global batch is per-rank batch × ranks × accumulation steps.
+#
+# 2. Each rank's mean must be weighted by its share n_r/n (3/4 and 1/4) before the sum, or each
+#    rank's *sum* of losses all-reduced and divided by the global n. A plain mean of the means
+#    weighs the lone example of rank 1 as half of the batch instead of a quarter: a different
+#    gradient (59% off in the lesson), not rounding.
+#
+# 3. 8 × 32 = 256. Either keep the global batch at 32 (`--batch-size 4` per GPU) and reuse 2e-5, or
+#    train at 256 and re-tune the learning rate for it: a scaling rule gives a starting point
+#    (linear for SGD, 8 × 2e-5; for AdamW a square-root rule is a common heuristic), with a warmup.
+#
+# 4. The rule assumes that k small steps move the weights as one step k times as long, i.e. that
+#    the gradient barely changes over those k steps: an O(η²) gap (measured in §2). Early in
+#    training the weights move fast and that gap is large, so the learning rate is ramped up. At
+#    very large batches (kη large) the gap dominates, and the gradient noise that the rule trades
+#    against is already small, so a larger batch no longer buys a proportionally larger step.
+#
+# 5. float32 addition is not associative: splitting a batch changes the order in which the ranks'
+#    contributions are summed, which moves the result by a few units of the last place. The bound
+#    derived from the summation's rounding (2.7e-7 on |Δw| here) is thousands of times smaller than
+#    the difference a different batch makes (about 5e-3 after 5 steps of lr 1e-3), so it separates
+#    rounding from a real mistake.
