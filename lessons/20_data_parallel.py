@@ -22,7 +22,9 @@
 
 # %%
 import _common
+import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -31,6 +33,8 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+import transformers
+from safetensors.numpy import load_file
 
 import _ddp_worker as W
 
@@ -283,11 +287,6 @@ _common.savefig(fig, "20_gradient_noise_and_scaling.png")
 # steps). The batch-8 run shows how far apart two *different* runs are.
 
 # %%
-import json
-
-import transformers
-from safetensors.numpy import load_file
-
 WORDS = "the a movie film was is great good bad awful not very fun boring and but i it".split()
 STEPS, LR, MAX_LEN, BATCH = 5, 1e-3, 16, 8
 
@@ -327,6 +326,7 @@ for k, (name, (nproc, args)) in enumerate(runs.items()):
     launch(nproc, "-m", "mini_bert.finetune", *common_args, *args, "--output", str(out))
     weights[name] = load_file(out / "last" / "model.safetensors")
     metrics[name] = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+shutil.rmtree(work)
 
 # %%
 reference = "1 process × 16"
