@@ -106,7 +106,7 @@ for name, g in (("minigrad, whole batch", full), ("mean of the two halves", (hal
     assert _common.max_rel_err(g, oracle) < 1e-12
 
 # %% [markdown]
-# Now for real: two processes, each with its half. `lessons/_ddp_worker.py` (read it: about 60
+# Now for real: two processes, each with its half. `lessons/_ddp_worker.py` (read it: about 100
 # lines) starts a gloo process group, computes its half's gradient with minigrad, copies it into
 # one flat numpy buffer (one `all_reduce` per buffer, not per tensor: DDP groups gradients into
 # ~25 MB *buckets* for the same reason) and hands that buffer to torch with `torch.from_numpy`,
