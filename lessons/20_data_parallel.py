@@ -119,6 +119,13 @@ for name, g in (("minigrad, whole batch", full), ("mean of the two halves", (hal
 # second process as half of the batch instead of a quarter. The worker does both; we compare.
 
 # %%
+# torch.from_numpy first, in this process: the tensor is a view of the array's memory, so an
+# in-place torch operation (as all_reduce is) changes the numpy array, with nothing copied.
+buffer = full.copy()
+view = torch.from_numpy(buffer)
+view.mul_(2)
+assert view.data_ptr() == buffer.ctypes.data and np.array_equal(buffer, 2 * full)
+
 with tempfile.TemporaryDirectory() as tmp:
     np.savez(Path(tmp) / "in.npz", X=Xb, y=yb, Xu=X[:4], yu=y[:4], uneven=np.array([3, 1]), **params)
     launch(2, str(_common.LESSONS / "_ddp_worker.py"), str(Path(tmp) / "in.npz"), tmp)
@@ -281,10 +288,12 @@ _common.savefig(fig, "20_gradient_noise_and_scaling.png")
 #
 # $$|\Delta w| \le \sum_t \eta_t \cdot 2\rho\sqrt t = 4nu \sum_t \eta_t \sqrt t.$$
 #
-# The bound assumes no gradient is a sum that cancels almost to zero (there rounding noise is
-# relative to a tiny value, and Adam's normalisation turns noise into a full-size step) and
-# neglects how the tiny weight differences change later gradients (second order over 5 small
-# steps). The batch-8 run shows how far apart two *different* runs are.
+# The bound assumes that each example's own forward and backward round alike in all runs (the
+# same rows are computed; only the sums over the batch are split differently), that no gradient
+# is a sum that cancels almost to zero (there rounding noise is relative to a tiny value, and
+# Adam's normalisation turns noise into a full-size step), and it neglects how the tiny weight
+# differences change later gradients (second order over 5 small steps). The batch-8 run shows how
+# far apart two *different* runs are.
 
 # %%
 WORDS = "the a movie film was is great good bad awful not very fun boring and but i it".split()
