@@ -46,6 +46,7 @@ import datetime
 import hashlib
 import json
 import os
+import socket
 from typing import Callable
 
 import numpy as np
@@ -54,6 +55,7 @@ from .errors import UsageError, UserError, one_line
 
 BUCKET_BYTES = 25 * 2**20
 ERROR_KEY = "mini_bert/error"
+PID_KEY = "mini_bert/pid"
 
 
 class DistributedError(UserError, RuntimeError):
@@ -205,6 +207,32 @@ class DDPContext(Context):
         except (RuntimeError, ValueError) as e:
             raise DistributedError(f"rank {rank}: cannot join the process group ({backend}): {one_line(e)}") from None
         self.backend = backend
+        try:  # where each rank runs, so that a survivor can say which rank died (``_dead_ranks``)
+            self._store().set(f"{PID_KEY}/{rank}", f"{socket.gethostname()} {os.getpid()}")
+        except RuntimeError:
+            pass
+
+    def _store(self):
+        return self.dist.distributed_c10d._get_default_store()
+
+    def _dead_ranks(self) -> list[str]:
+        """The ranks on this machine whose process has exited (a zombie counts: it has exited)."""
+        dead, host = [], socket.gethostname()
+        for r in range(self.world_size):
+            try:
+                where, pid = self._store().get(f"{PID_KEY}/{r}").decode().split()
+            except Exception:  # noqa: BLE001 - no store any more, or the rank never got that far
+                continue
+            if where != host or r == self.rank:
+                continue
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    alive = f.read().rsplit(")", 1)[1].split()[0] != "Z"
+            except OSError:
+                alive = False
+            if not alive:
+                dead.append(f"rank {r} (pid {pid}) has exited")
+        return dead
 
     def _collective(self, what: str, fn: Callable, *args):
         try:
@@ -215,16 +243,17 @@ class DDPContext(Context):
     def _peer_error(self, what: str, error: BaseException) -> DistributedError:
         published = None
         try:
-            store = self.dist.distributed_c10d._get_default_store()
+            store = self._store()
             if store.check([ERROR_KEY]):
                 published = store.get(ERROR_KEY).decode()
         except Exception:  # noqa: BLE001 - the store went away with the job: say what we know
             published = None
         if published:
             return DistributedError(f"{published} (rank {self.rank} stopped in {what})")
-        return DistributedError(f"rank {self.rank}: {what} failed: {one_line(error)}; another rank stopped "
-                                f"or died (see its output above), or the --ddp-timeout of "
-                                f"{self.timeout_s:g} s passed")
+        dead = self._dead_ranks()
+        who = "; ".join(dead) if dead else ("another rank stopped or died (see its output above), or the "
+                                            f"--ddp-timeout of {self.timeout_s:g} s passed")
+        return DistributedError(f"rank {self.rank}: {what} failed: {who} ({one_line(error)})")
 
     def all_reduce_grads(self, params: list, loss=None):
         torch, dist = self.torch, self.dist
@@ -300,8 +329,7 @@ class DDPContext(Context):
         if isinstance(error, DistributedError):
             return  # it came from another rank, which has published its own
         try:
-            store = self.dist.distributed_c10d._get_default_store()
-            store.set(ERROR_KEY, f"rank {self.rank}: {one_line(error)}")
+            self._store().set(ERROR_KEY, f"rank {self.rank}: {one_line(error)}")
         except Exception:  # noqa: BLE001 - best effort: the others then time out or see the closed connection
             pass
 
