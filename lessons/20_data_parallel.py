@@ -36,23 +36,23 @@ import torch
 import transformers
 from safetensors.numpy import load_file
 
-import _ddp_worker as W
+import _ddp_worker as worker
 
 rng = np.random.default_rng(0)
 N, FEATURES, HIDDEN = 256, 5, 8
 X = rng.standard_normal((N, FEATURES))
 y = (rng.random(N) < 1 / (1 + np.exp(-X @ rng.standard_normal(FEATURES)))).astype(np.float64)
-params = W.init_params(rng, FEATURES, HIDDEN)
+params = worker.init_params(rng, FEATURES, HIDDEN)
 print("parameters:", {k: v.shape for k, v in params.items()}, "=", sum(v.size for v in params.values()), "numbers")
 
 
 def torch_grad(params: dict, X: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """The oracle: the same MLP and mean loss in torch, its gradient flattened as W.flatten does."""
+    """The oracle: the same MLP and mean loss in torch, its gradient flattened as worker.flatten does."""
     p = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
     hidden = torch.tanh(torch.tensor(X) @ p["W1"].T + p["b1"])
     logit = (hidden @ p["w2"].T + p["b2"])[:, 0]
     torch.nn.functional.binary_cross_entropy_with_logits(logit, torch.tensor(y)).backward()
-    return np.concatenate([p[k].grad.numpy().ravel() for k in W.NAMES])
+    return np.concatenate([p[k].grad.numpy().ravel() for k in worker.NAMES])
 
 
 def launch(nproc: int, *args: str) -> None:
@@ -89,13 +89,13 @@ def launch(nproc: int, *args: str) -> None:
 # %%
 B = 4
 Xb, yb = X[:2 * B], y[:2 * B]
-full = W.flatten(W.loss_and_grads(params, Xb, yb)[1])
-halves = [W.flatten(W.loss_and_grads(params, Xb[s], yb[s])[1]) for s in (slice(0, B), slice(B, 2 * B))]
+full = worker.flatten(worker.loss_and_grads(params, Xb, yb)[1])
+halves = [worker.flatten(worker.loss_and_grads(params, Xb[s], yb[s])[1]) for s in (slice(0, B), slice(B, 2 * B))]
 
-p = W.leaves(params)                        # accumulation: two backward() calls, no zero_grad between
+p = worker.leaves(params)                        # accumulation: two backward() calls, no zero_grad between
 for s in (slice(0, B), slice(B, 2 * B)):
-    (W.mean_loss(p, Xb[s], yb[s]) / 2).backward()
-accumulated = W.flatten([p[k].grad.numpy() for k in W.NAMES])
+    (worker.mean_loss(p, Xb[s], yb[s]) / 2).backward()
+accumulated = worker.flatten([p[k].grad.numpy() for k in worker.NAMES])
 
 oracle = torch_grad(params, Xb, yb)
 for name, g in (("minigrad, whole batch", full), ("mean of the two halves", (halves[0] + halves[1]) / 2),
@@ -173,7 +173,7 @@ assert err_naive > 1e-2       # a different gradient, not rounding: 1e10 times t
 # of random mini-batches at each B, their measured variance against the formula.
 
 # %%
-per_example = np.stack([W.flatten(W.loss_and_grads(params, X[i:i + 1], y[i:i + 1])[1]) for i in range(N)])
+per_example = np.stack([worker.flatten(worker.loss_and_grads(params, X[i:i + 1], y[i:i + 1])[1]) for i in range(N)])
 g_bar = per_example.mean(0)
 trace_sigma = ((per_example - g_bar) ** 2).sum(1).mean()    # tr Σ: the per-example gradient's variance
 # A mini-batch gradient is the mean of its examples' gradients (the linearity of §1), checked on one:
@@ -220,12 +220,12 @@ def sgd(params: dict, batches: list[np.ndarray], lr: float) -> np.ndarray:
     """Plain SGD steps, one per batch of example indices; returns the flattened weights."""
     p = dict(params)
     for idx in batches:
-        grads = W.loss_and_grads(p, X[idx], y[idx])[1]
-        p = {k: p[k] - lr * g for k, g in zip(W.NAMES, grads)}
-    return W.flatten([p[k] for k in W.NAMES])
+        grads = worker.loss_and_grads(p, X[idx], y[idx])[1]
+        p = {k: p[k] - lr * g for k, g in zip(worker.NAMES, grads)}
+    return worker.flatten([p[k] for k in worker.NAMES])
 
 
-start = W.flatten([params[k] for k in W.NAMES])
+start = worker.flatten([params[k] for k in worker.NAMES])
 k_batches = np.split(rng.permutation(N)[:32], 4)
 rates = 0.4 / 2 ** np.arange(6)                                       # η = 0.4 ... 0.0125
 gaps = []
