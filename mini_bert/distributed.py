@@ -51,7 +51,7 @@ from typing import Callable
 
 import numpy as np
 
-from .errors import UsageError, UserError, one_line
+from .errors import UsageError, UserError, fail, one_line
 
 BUCKET_BYTES = 25 * 2**20
 ERROR_KEY = "mini_bert/error"
@@ -116,6 +116,10 @@ class Context:
     def abort(self, error: BaseException) -> None:
         """Tell the other ranks why this one stops (before it exits)."""
 
+    def fail(self, error: UserError) -> int:
+        """Report a user error as the command's last line; the exit status."""
+        return fail(error)
+
     def close(self) -> None:
         pass
 
@@ -148,14 +152,14 @@ class _Bucket:
         else:
             self.host, self.buffer = None, torch.empty(self.offsets[-1], dtype=first.dtype, device=first.device)
 
-    def fill(self, torch) -> None:
+    def fill(self) -> None:
+        """Copy the gradients in (zeros for a parameter without one on this rank)."""
+        flat = self.host if self.host is not None else self.buffer
         for p, lo, hi in zip(self.params, self.offsets, self.offsets[1:]):
-            part = self.buffer[lo:hi]
             if p.grad is None:
-                part.zero_()
+                flat[lo:hi] = 0
             else:
-                g = p.grad._data
-                part.copy_((torch.from_numpy(np.ascontiguousarray(g)) if self.host is not None else g).reshape(-1))
+                flat[lo:hi] = p.grad._data.reshape(-1)
 
     def unpack(self, has_grad) -> None:
         """Write the reduced gradients back, in place (clip_grad_norm_ scales them in place too)."""
@@ -219,8 +223,11 @@ class DDPContext(Context):
         """The ranks on this machine whose process has exited (a zombie counts: it has exited)."""
         dead, host = [], socket.gethostname()
         for r in range(self.world_size):
-            try:
-                where, pid = self._store().get(f"{PID_KEY}/{r}").decode().split()
+            try:  # check first: get() waits for a missing key
+                key = f"{PID_KEY}/{r}"
+                if not self._store().check([key]):
+                    continue
+                where, pid = self._store().get(key).decode().split()
             except Exception:  # noqa: BLE001 - no store any more, or the rank never got that far
                 continue
             if where != host or r == self.rank:
@@ -270,10 +277,11 @@ class DDPContext(Context):
                 else value
         self._collective("all_reduce (gradient presence and loss)", dist.all_reduce, meta)
         for b in self._buckets:
-            b.fill(torch)
+            b.fill()
             self._collective(f"all_reduce of a {b.buffer.numel() * b.buffer.element_size() / 2**20:.1f} MiB "
                              "gradient bucket", dist.all_reduce, b.buffer)
-        has = (meta[:-1] > 0).tolist()
+        # Reading the counts back waits for the device: only needed when this rank lacks a gradient.
+        has = flags if all(flags) else (meta[:-1] > 0).tolist()
         i = 0
         for b in self._buckets:
             b.unpack(has[i:i + len(b.params)])
@@ -324,6 +332,21 @@ class DDPContext(Context):
 
     def barrier(self) -> None:
         self._collective("barrier", self.dist.barrier)
+
+    def describe(self, batch_size: int, grad_accum: int) -> str:
+        return (f"data parallel: {self.world_size} processes ({self.backend}, {self.device} on rank 0); global "
+                f"batch {batch_size * self.world_size * grad_accum} = --batch-size {batch_size} × "
+                f"{self.world_size} processes × --grad-accum {grad_accum}")
+
+    def fail(self, error: UserError) -> int:
+        """Tell the other ranks, then report: rank 0 what every rank saw (a DistributedError: another
+        rank's failure, a disagreement), each rank its own error, prefixed with its rank."""
+        self.abort(error)
+        if self.is_main:
+            return fail(error)
+        if isinstance(error, DistributedError):
+            return 2
+        return fail(UserError(f"rank {self.rank}: {one_line(error)}"))
 
     def abort(self, error: BaseException) -> None:
         if isinstance(error, DistributedError):

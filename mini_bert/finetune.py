@@ -37,20 +37,17 @@ from . import distill, distributed, peft, tracking
 from .adversarial import FGM, PGD
 from .checkpoint import CheckpointError, default_model_dir, find_weights
 from .config import BertConfig
-from .errors import MissingFileError, UsageError, UserError, fail, one_line
+from .errors import MissingFileError, UsageError, UserError, fail
 from .metrics import MetricsLog, accuracy, f1, plot_curves
 from .model import BertForSequenceClassification
 from .tokenizer import BertTokenizer
 from .train_config import TrainConfig, parse_args, validate_flags
-from .trainer_state import (TrainerState, atomic_dir, check_output_dir, check_resume_batch, clear_run,
-                            find_state_dir, load_state, remove_stale_tmp, resume_position, save_state)
+from .trainer_state import (TrainerState, TrainingDiverged, atomic_dir, check_output_dir,  # noqa: F401
+                            check_resume_batch, clear_run, find_state_dir, load_state, read_window,
+                            remove_stale_tmp, resume_position, save_state)
 
 ADAPTER_DIR = "adapter"  # inside each checkpoint directory of a LoRA run
 DEFAULT_OUTPUT = os.path.join("runs", "finetune")
-
-
-class TrainingDiverged(UserError, RuntimeError):
-    """The loss or the gradient norm stopped being a finite number."""
 
 
 def log(message: str) -> None:
@@ -319,9 +316,7 @@ def _checked_run(cfg: TrainConfig, ctx: distributed.Context) -> Run:
         state.micro_batch, note = resume_position(state, len(d["train"]), cfg.batch_size, ctx.world_size)
         log(f"resumed from {resume_dir} at step {state.step}{note}")
     if ctx.world_size > 1:
-        log(f"data parallel: {ctx.world_size} processes ({ctx.backend}, {cfg.device}); global batch "
-            f"{cfg.batch_size * ctx.world_size * cfg.grad_accum} = --batch-size {cfg.batch_size} × "
-            f"{ctx.world_size} processes × --grad-accum {cfg.grad_accum}")
+        log(ctx.describe(cfg.batch_size, cfg.grad_accum))
     return Run(cfg, d, tok, model, opt, sched, state, steps, attack, output, resume_dir is not None, teacher, ctx)
 
 
@@ -400,7 +395,7 @@ def run_loop(r: Run) -> dict:
             bar.update(1)
             log_now = state.step % cfg.log_every == 0 or state.step == r.steps
             if log_now or state.step % cfg.eval_every == 0:
-                losses, norms = _read_window(window, state, last_dir)
+                losses, norms = read_window(window, state, last_dir)
                 bar.set_postfix(loss=f"{losses[-1]:.4f}", lr=f"{lr:.2e}")
             if log_now:
                 logged = dict(loss=float(np.mean(losses)), lr=lr, grad_norm=float(norms[-1]))
@@ -440,22 +435,6 @@ def training_loss(r: Run, batch: list, yb: np.ndarray) -> mg.Tensor:
     return distill.distillation_loss(out.logits, out.loss, teacher_logits, r.cfg.temperature, r.cfg.alpha)
 
 
-def _read_window(window: list, state: TrainerState, last_dir: str) -> tuple[np.ndarray, np.ndarray]:
-    """The losses and gradient norms of the steps in ``window`` (state.step is the last of them), read
-    from the device in one transfer; the first step whose loss or norm is not finite stops the run.
-    Logged steps are emptied from ``window`` by the caller, so a value is read at most twice."""
-    values = mg.stack([mg.stack([loss.float(), norm.float()]) for loss, norm in window]).numpy().astype(np.float64)
-    first = state.step - len(window) + 1
-    for i, (loss, norm) in enumerate(values):
-        for what, value in (("training loss", loss), ("gradient norm", norm)):
-            if not math.isfinite(value):
-                kept = (f"the last good checkpoint (step {state.last_saved_step}) is kept in {last_dir}"
-                        if state.last_saved_step else "no checkpoint had been saved yet")
-                raise TrainingDiverged(f"step {first + i}: the {what} is {value}; stopping "
-                                       f"(lower --lr or check the data); {kept}")
-    return values[:, 0], values[:, 1]
-
-
 def _save_model(model, tok, directory: str, state: TrainerState, metrics: dict) -> None:
     """Weights and config (loadable by transformers), tokenizer files and the dev metrics; for a
     LoRA model the weights are saved merged (W + ΔW), and the adapter alone in adapter/ (not
@@ -491,11 +470,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         summary = train(dataclasses.replace(cfg, device=ctx.device), ctx)
     except UserError as e:
-        ctx.abort(e)  # the other ranks stop with this error rather than waiting for the timeout
-        if ctx.is_main:
-            return fail(e)
-        # Rank 0 reports errors that every rank saw; a rank's own error is its to report.
-        return 2 if isinstance(e, distributed.DistributedError) else fail(UserError(f"rank {ctx.rank}: {one_line(e)}"))
+        return ctx.fail(e)
     except KeyboardInterrupt:
         print("error: interrupted; continue with --resume (from the last checkpoint, if one was "
               "saved)", file=sys.stderr)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import re
 import shutil
@@ -23,13 +24,17 @@ from safetensors.numpy import load_file, save_file
 import minigrad as mg
 
 from .data import examples_consumed, micro_batch_at
-from .errors import OutputDirError, ResumeError
+from .errors import OutputDirError, ResumeError, UserError
 
 STATE_JSON, STATE_ARRAYS = "trainer_state.json", "trainer_state.safetensors"
 # What a run writes into its output directory; --overwrite deletes these and nothing else.
 RUN_FILES = ("best", "last", "best.old", "last.old", "metrics.jsonl", "curves.png", "tb", "wandb")
 # atomic_dir's temporary directories: ".last.tmp-k2j4x" beside "last".
 STALE_TMP = re.compile(r"\.(best|last)\.tmp-")
+
+
+class TrainingDiverged(UserError, RuntimeError):
+    """The loss or the gradient norm stopped being a finite number."""
 
 
 @dataclass
@@ -42,6 +47,22 @@ class TrainerState:
     best_accuracy: float = -1.0
     best_step: int = 0
     last_saved_step: int = 0
+
+
+def read_window(window: list, state: TrainerState, last_dir: str) -> tuple[np.ndarray, np.ndarray]:
+    """The losses and gradient norms of the steps in ``window`` (state.step is the last of them), read
+    from the device in one transfer; the first step whose loss or norm is not finite stops the run.
+    Logged steps are emptied from ``window`` by the caller, so a value is read at most twice."""
+    values = mg.stack([mg.stack([loss.float(), norm.float()]) for loss, norm in window]).numpy().astype(np.float64)
+    first = state.step - len(window) + 1
+    for i, (loss, norm) in enumerate(values):
+        for what, value in (("training loss", loss), ("gradient norm", norm)):
+            if not math.isfinite(value):
+                kept = (f"the last good checkpoint (step {state.last_saved_step}) is kept in {last_dir}"
+                        if state.last_saved_step else "no checkpoint had been saved yet")
+                raise TrainingDiverged(f"step {first + i}: the {what} is {value}; stopping "
+                                       f"(lower --lr or check the data); {kept}")
+    return values[:, 0], values[:, 1]
 
 
 def atomic_dir(final: str, write: Callable[[str], None]) -> None:
