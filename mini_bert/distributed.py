@@ -36,9 +36,10 @@ seeded with seed + r after the model (and its new head, seeded with seed on ever
 
 Failures. Collectives time out after ``--ddp-timeout`` seconds (default 300). A rank that fails
 publishes "rank R: <error>" in torchrun's key-value store before it exits; a rank whose collective
-then fails (the peer's connection closed, or the timeout passed) stops with that message, or with
-one naming itself and the collective if the failing rank died without a word. Setup errors are
-gathered (``together``), so every rank stops with the first failing rank's error.
+then fails (the peer's connection closed, or the timeout passed) stops with that message; if there
+is none, with the rank whose process has exited (each rank leaves its host and pid in the store),
+or the one that did not answer in time. Setup errors are gathered (``together``), so every rank
+stops with the first failing rank's error.
 """
 from __future__ import annotations
 
@@ -258,8 +259,13 @@ class DDPContext(Context):
         if published:
             return DistributedError(f"{published} (rank {self.rank} stopped in {what})")
         dead = self._dead_ranks()
-        who = "; ".join(dead) if dead else ("another rank stopped or died (see its output above), or the "
-                                            f"--ddp-timeout of {self.timeout_s:g} s passed")
+        other = f"rank {1 - self.rank}" if self.world_size == 2 else "another rank"
+        if dead:
+            who = "; ".join(dead)
+        elif "timed out" in str(error).lower() or "timeout" in str(error).lower():
+            who = f"no answer from {other} within the --ddp-timeout of {self.timeout_s:g} s (hung, or far slower)"
+        else:
+            who = f"{other} stopped or died (see its output above)"
         return DistributedError(f"rank {self.rank}: {what} failed: {who} ({one_line(error)})")
 
     def all_reduce_grads(self, params: list, loss=None):
