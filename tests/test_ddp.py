@@ -284,6 +284,8 @@ WRAPPER = textwrap.dedent("""
             raise DataError("injected: rank 1 cannot go on")
         return real_loss(r, batch, yb)
     def load_data(cfg):
+        if MODE == "bad-data" and RANK == 1:  # as if rank 1's copy of the file were broken
+            raise DataError(f"{cfg.train}:7: injected: no label on rank 1")
         d = real_load(cfg)
         if MODE == "mismatch" and RANK == 1:  # one training example fewer on rank 1
             d["train"], d["y_train"] = d["train"][:-1], d["y_train"][:-1]
@@ -326,10 +328,13 @@ def test_rank0_alone_writes_and_resume_with_one_process(runs, files, tmp_path):
     check_weights(os.path.join(one, "last"), str(saved / "last"), lrs, gradient_rel_error(config, tokens=2 * B * 16))
 
 
-def test_a_mismatch_between_ranks_stops_the_run_before_it_writes(files, tmp_path):
-    p, _ = wrapped(files, tmp_path, "mismatch", tmp_path / "out")
+@pytest.mark.parametrize("mode", ["mismatch", "bad-data"])
+def test_a_mismatch_or_an_error_on_one_rank_stops_all_before_anything_is_written(files, tmp_path, mode):
+    p, _ = wrapped(files, tmp_path, mode, tmp_path / "out")
     assert p.returncode != 0
-    assert "error: rank 1 differs from rank 0 in run, sizes" in p.stderr, p.stderr[-2000:]
+    expected = ("error: rank 1 differs from rank 0 in run, sizes" if mode == "mismatch" else
+                f"error: rank 1: {files['train']}:7: injected: no label on rank 1")
+    assert expected in p.stderr, p.stderr[-2000:]
     assert not os.path.exists(tmp_path / "out")
 
 
