@@ -274,6 +274,23 @@ def shuffled_batches(n: int, batch_size: int, seed: int, start: int = 0) -> Iter
         epoch, k = epoch + 1, 0
 
 
+def examples_consumed(n: int, batch_size: int, micro_batches: int) -> int:
+    """Examples the first ``micro_batches`` micro-batches of ``shuffled_batches(n, batch_size, ...)``
+    hold, counted across epochs: epoch·n + the examples taken from the current epoch."""
+    epoch, k = divmod(micro_batches, num_batches(n, batch_size))
+    return epoch * n + k * batch_size
+
+
+def micro_batch_at(n: int, batch_size: int, examples: int) -> int:
+    """The inverse of ``examples_consumed``: the micro-batch of ``shuffled_batches(n, batch_size, ...)``
+    that starts after ``examples`` examples. ValueError when none does (a resumed run whose batch
+    does not divide the position reached in the epoch)."""
+    epoch, offset = divmod(examples, n)
+    if offset % batch_size:
+        raise ValueError(f"{offset} examples into epoch {epoch}, which a batch of {batch_size} does not divide")
+    return epoch * num_batches(n, batch_size) + offset // batch_size
+
+
 def encode_batch(tokenizer, examples: Sequence[Example], max_length: int) -> dict[str, np.ndarray]:
     """``input_ids``, ``token_type_ids``, ``attention_mask`` [B, T] (int64) for some examples,
     truncated to ``max_length`` tokens and padded to the longest sequence among them."""

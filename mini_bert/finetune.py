@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 import minigrad as mg
 
 from . import data as D
-from . import distill, peft, tracking
+from . import distill, distributed, peft, tracking
 from .adversarial import FGM, PGD
 from .checkpoint import CheckpointError, default_model_dir, find_weights
 from .config import BertConfig
@@ -42,20 +42,19 @@ from .metrics import MetricsLog, accuracy, f1, plot_curves
 from .model import BertForSequenceClassification
 from .tokenizer import BertTokenizer
 from .train_config import TrainConfig, parse_args, validate_flags
-from .trainer_state import (TrainerState, atomic_dir, check_output_dir, clear_run, find_state_dir,
-                            load_state, remove_stale_tmp, save_state)
+from .trainer_state import (TrainerState, TrainingDiverged, atomic_dir, check_output_dir,  # noqa: F401
+                            check_resume_batch, clear_run, find_state_dir, load_state, read_window,
+                            remove_stale_tmp, resume_position, save_state)
 
 ADAPTER_DIR = "adapter"  # inside each checkpoint directory of a LoRA run
 DEFAULT_OUTPUT = os.path.join("runs", "finetune")
 
 
-class TrainingDiverged(UserError, RuntimeError):
-    """The loss or the gradient norm stopped being a finite number."""
-
-
 def log(message: str) -> None:
-    """A progress note, on stderr (stdout carries the command's JSON summary), above any bar."""
-    tqdm.write(message, file=sys.stderr)
+    """A progress note, on stderr (stdout carries the command's JSON summary), above any bar; under
+    torchrun, from rank 0 only."""
+    if distributed.current().is_main:
+        tqdm.write(message, file=sys.stderr)
 
 
 # ---- data ------------------------------------------------------------------------------------------
@@ -129,10 +128,11 @@ def param_groups(model, weight_decay: float) -> list[dict]:
             {"params": no_decay, "weight_decay": 0.0}]
 
 
-def total_steps(cfg: TrainConfig, n_train: int) -> int:
+def total_steps(cfg: TrainConfig, n_train: int, world_size: int = 1) -> int:
+    """Optimizer steps: --max-steps, or --epochs over the global batches (per-rank batch × ranks)."""
     if cfg.max_steps > 0:
         return cfg.max_steps
-    return max(1, math.ceil(cfg.epochs * D.num_batches(n_train, cfg.batch_size) / cfg.grad_accum))
+    return max(1, math.ceil(cfg.epochs * D.num_batches(n_train, cfg.batch_size * world_size) / cfg.grad_accum))
 
 
 def forward(model, tok, examples, y: np.ndarray, cfg: TrainConfig):
@@ -141,20 +141,28 @@ def forward(model, tok, examples, y: np.ndarray, cfg: TrainConfig):
     return model(**enc, labels=targets(y, cfg.loss))
 
 
-def evaluate(model, tok, examples, y: np.ndarray, cfg: TrainConfig, num_classes: int) -> dict:
-    """Mean loss, accuracy and F1 over the dev set, in eval mode (no dropout), without a graph."""
+def evaluate(model, tok, examples, y: np.ndarray, cfg: TrainConfig, num_classes: int,
+             ctx: distributed.Context | None = None) -> dict:
+    """Mean loss, accuracy and F1 over the dev set, in eval mode (no dropout), without a graph.
+
+    Under torchrun each rank evaluates a contiguous share of the dev batches, and every rank gathers
+    the per-batch loss sums and predictions in batch order: the same batches, summed in the same
+    order as in one process, so the metrics are the same numbers."""
+    ctx = ctx or distributed.current()
     model.eval()
-    total, preds = 0.0, []
-    starts = range(0, len(examples), cfg.eval_batch_size)
+    parts = []
+    starts = ctx.shard(np.arange(0, len(examples), cfg.eval_batch_size))
     # A with-block closes the bar even when a batch raises, so the error is not drawn over.
-    with mg.no_grad(), tqdm(starts, desc="eval", leave=False, disable=not cfg.progress) as bar:
+    with mg.no_grad(), tqdm(starts, desc="eval", leave=False, disable=not cfg.progress or not ctx.is_main) as bar:
         for s in bar:
             yb = y[s:s + cfg.eval_batch_size]
             out = forward(model, tok, examples[s:s + cfg.eval_batch_size], yb, cfg)
-            total += out.loss.item() * len(yb)
-            preds.append(predictions(out.logits.numpy(), cfg.loss))
+            parts.append((out.loss.item() * len(yb), predictions(out.logits.numpy(), cfg.loss)))
     model.train()
-    pred = np.concatenate(preds)
+    total = 0.0
+    for loss_sum, _ in (parts := [p for ps in ctx.gather(parts) for p in ps]):
+        total += loss_sum
+    pred = np.concatenate([p for _, p in parts])
     return {"loss": total / len(examples), "accuracy": accuracy(pred, y), "f1": f1(pred, y, num_classes)}
 
 
@@ -175,6 +183,7 @@ class Run:
     output: str
     resumed: bool
     teacher: BertForSequenceClassification | None = None  # distillation only
+    ctx: distributed.Context = dataclasses.field(default_factory=distributed.Context)
 
 
 def check_model_dir(cfg: TrainConfig) -> tuple[str, BertConfig]:
@@ -231,9 +240,26 @@ def load_model(cfg: TrainConfig, model_dir: str, names: list[str], resume_dir: s
     return tok, model.train()
 
 
-def setup(cfg: TrainConfig) -> Run:
+def setup(cfg: TrainConfig, ctx: distributed.Context | None = None) -> Run:
     """Check flags, output directory, data, model and resume state, in that order (cheapest
-    first), and only then prepare the output directory: a run that cannot start changes nothing."""
+    first), and only then prepare the output directory: a run that cannot start changes nothing.
+    Under torchrun every rank checks, an error on any rank stops them all, the ranks must agree on
+    model, settings, data and initial weights, and rank 0 alone prepares the directory."""
+    ctx = ctx or distributed.current()
+    r = ctx.together(lambda: _checked_run(cfg, ctx))
+    ctx.check_consistent(lambda: dict(
+        config=getattr(r.model, "base_model", r.model).config.to_dict(), run=r.state.run,
+        sizes=[len(r.d["train"]), len(r.d["dev"])],
+        settings={**dataclasses.asdict(cfg), "device": cfg.device.split(":")[0]},
+        weights=distributed.weights_fingerprint(r.model)))
+    ctx.seed_dropout(cfg.seed, r.state.step if r.resumed else None)
+    if ctx.is_main:
+        _prepare_output(r.output, cfg.overwrite)
+    return r
+
+
+def _checked_run(cfg: TrainConfig, ctx: distributed.Context) -> Run:
+    """Every check of ``setup``, and the model, optimizer and state it makes; writes nothing."""
     validate_flags(cfg)
     tracking.require(cfg.report_to)  # a missing optional package stops the run before any file
     resume_dir = find_state_dir(cfg.resume) if cfg.resume else None
@@ -263,10 +289,11 @@ def setup(cfg: TrainConfig) -> Run:
         FGM(model, cfg.adv_eps) if cfg.adversarial == "fgm" else
         PGD(model, cfg.adv_eps, cfg.adv_alpha, cfg.adv_steps))
     opt = mg.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr)
-    steps = total_steps(cfg, len(d["train"]))
+    steps = total_steps(cfg, len(d["train"]), ctx.world_size)
     sched = mg.optim.get_linear_schedule_with_warmup(opt, math.ceil(cfg.warmup_ratio * steps), steps)
-    # What must match for a resumed run to be the continuation of the saved one.
-    run = dict(seed=cfg.seed, batch_size=cfg.batch_size, grad_accum=cfg.grad_accum, total_steps=steps,
+    # What must match for a resumed run to be the continuation of the saved one (batch_size: the
+    # global batch per micro-batch, per-rank batch × ranks, which may be split differently on resume).
+    run = dict(seed=cfg.seed, batch_size=cfg.batch_size * ctx.world_size, grad_accum=cfg.grad_accum, total_steps=steps,
                n_train=len(d["train"]), labels=d["names"], loss=cfg.loss, lr=cfg.lr,
                max_length=cfg.max_length)
     if cfg.lora_r:
@@ -282,49 +309,58 @@ def setup(cfg: TrainConfig) -> Run:
         run.update(head_only=True)
     if cfg.augment:
         run.update(augment=cfg.augment, augment_rate=cfg.augment_rate, augment_copies=cfg.augment_copies)
-    state = TrainerState(run=run)
+    state = TrainerState(run=run, world_size=ctx.world_size)
     if resume_dir:
+        check_resume_batch(resume_dir, cfg.batch_size, ctx.world_size)
         state = load_state(resume_dir, opt, sched, run)
-        log(f"resumed from {resume_dir} at step {state.step}")
+        state.micro_batch, note = resume_position(state, len(d["train"]), cfg.batch_size, ctx.world_size)
+        log(f"resumed from {resume_dir} at step {state.step}{note}")
+    if ctx.world_size > 1:
+        log(ctx.describe(cfg.batch_size, cfg.grad_accum))
+    return Run(cfg, d, tok, model, opt, sched, state, steps, attack, output, resume_dir is not None, teacher, ctx)
 
-    # Every check has passed: from here on the output directory is written.
+
+def _prepare_output(output: str, overwrite: bool) -> None:
+    """Every check has passed: from here on the output directory is written."""
     os.makedirs(output, exist_ok=True)
     stale = remove_stale_tmp(output)
     if stale:
         log(f"removed {len(stale)} temporary checkpoint dir(s) left by an interrupted run in "
             f"{output}: {', '.join(stale)}")
-    if cfg.overwrite:
+    if overwrite:
         gone = clear_run(output)
         if gone:
             log(f"--overwrite: deleted the previous run's {', '.join(gone)} in {output}")
-    return Run(cfg, d, tok, model, opt, sched, state, steps, attack, output, resume_dir is not None, teacher)
 
 
 # ---- the loop --------------------------------------------------------------------------------------
 
-def train(cfg: TrainConfig) -> dict:
+def train(cfg: TrainConfig, ctx: distributed.Context | None = None) -> dict:
     """Fine-tune as ``cfg`` says; returns a summary (final and best dev metrics, timings, paths)."""
-    return run_loop(setup(cfg))
+    return run_loop(setup(cfg, ctx))
 
 
 def run_loop(r: Run) -> dict:
     """Train ``r.model`` to ``r.steps`` optimizer steps, evaluating and checkpointing on the way."""
     cfg, d, state, opt, sched = r.cfg, r.d, r.state, r.opt, r.sched
-    model, tok, names = r.model, r.tok, r.d["names"]
+    model, tok, names, ctx = r.model, r.tok, r.d["names"], r.ctx
     best_dir, last_dir = os.path.join(r.output, "best"), os.path.join(r.output, "last")
-    metrics = MetricsLog(os.path.join(r.output, "metrics.jsonl"), state.step if r.resumed else None)
-    stream = D.shuffled_batches(len(d["train"]), cfg.batch_size, cfg.seed, start=state.micro_batch)
+    metrics = MetricsLog(os.path.join(r.output, "metrics.jsonl") if ctx.is_main else None,
+                         state.step if r.resumed else None)
+    # The global stream (rank r takes its shard of each batch): one process's with the global batch.
+    n_train, global_batch = len(d["train"]), cfg.batch_size * ctx.world_size
+    stream = D.shuffled_batches(n_train, global_batch, cfg.seed, start=state.micro_batch)
     params = [p for g in opt.param_groups for p in g["params"]]
     # The loss and gradient norm of each step since the last read stay on the device as 0-d tensors:
     # reading one (.item()) makes the host wait for the device, so they are read together, once per
     # log interval and before any evaluation or checkpoint (nothing is saved before they are checked).
     window, times, t0, start_step, final = [], [], time.perf_counter(), state.step, None
-    tracker = tracking.make_tracker(cfg.report_to, r.output, cfg.histogram_every,
-                                    state.step if r.resumed else None)
+    tracker = tracking.make_tracker(cfg.report_to if ctx.is_main else "none", r.output,
+                                    cfg.histogram_every if ctx.is_main else 0, state.step if r.resumed else None)
     tracker.hparams(dataclasses.asdict(cfg))
     # The with-block closes the bar (and the tracker's files) before any error propagates, so the
     # error prints below it.
-    with tqdm(total=r.steps, initial=state.step, desc="train", disable=not cfg.progress) as bar, \
+    with tqdm(total=r.steps, initial=state.step, desc="train", disable=not cfg.progress or not ctx.is_main) as bar, \
             contextlib.closing(tracker):
         while state.step < r.steps:
             t_step = time.perf_counter()
@@ -333,15 +369,20 @@ def run_loop(r: Run) -> dict:
             for _ in range(cfg.grad_accum):
                 epoch, idx = next(stream)
                 state.micro_batch += 1
+                state.examples = D.examples_consumed(n_train, global_batch, state.micro_batch)
+                n_global, idx = len(idx), ctx.shard(idx)
+                if not len(idx):  # a short last batch left this rank nothing: it adds zeros
+                    continue
+                w = ctx.loss_weight(len(idx), n_global) / cfg.grad_accum  # 1/grad_accum in one process
                 batch, yb = [d["train"][i] for i in idx], d["y_train"][idx]
                 loss = training_loss(r, batch, yb)
                 if r.attack is None:
-                    (loss * (1.0 / cfg.grad_accum)).backward()
+                    (loss * w).backward()
                 else:  # + the gradient at the perturbed embeddings, which are then restored exactly
-                    r.attack.backward(loss * (1.0 / cfg.grad_accum), lambda: forward(
-                        model, tok, batch, yb, cfg).loss * (1.0 / cfg.grad_accum))
-                part = loss.detach() * (1.0 / cfg.grad_accum)
+                    r.attack.backward(loss * w, lambda: forward(model, tok, batch, yb, cfg).loss * w)
+                part = loss.detach() * w
                 step_loss = part if step_loss is None else step_loss + part
+            step_loss = ctx.all_reduce_grads(params, step_loss)  # the sum over ranks (one process: as is)
             if tracker.wants_histograms(state.step + 1):  # the gradients before clipping
                 tracker.histograms(state.step + 1, model)
             # A limit of inf (no clipping) still returns the norm, for the log, and scales nothing.
@@ -354,7 +395,7 @@ def run_loop(r: Run) -> dict:
             bar.update(1)
             log_now = state.step % cfg.log_every == 0 or state.step == r.steps
             if log_now or state.step % cfg.eval_every == 0:
-                losses, norms = _read_window(window, state, last_dir)
+                losses, norms = read_window(window, state, last_dir)
                 bar.set_postfix(loss=f"{losses[-1]:.4f}", lr=f"{lr:.2e}")
             if log_now:
                 logged = dict(loss=float(np.mean(losses)), lr=lr, grad_norm=float(norms[-1]))
@@ -362,17 +403,19 @@ def run_loop(r: Run) -> dict:
                 tracker.scalars("train", dict(logged, step_time=float(np.mean(times))), state.step)
                 window, times = [], []
             if state.step % cfg.eval_every == 0 or state.step == r.steps:
-                final = evaluate(model, tok, d["dev"], d["y_dev"], cfg, len(names))
+                final = evaluate(model, tok, d["dev"], d["y_dev"], cfg, len(names), ctx)
                 metrics.write(event="eval", step=state.step, **final)
                 tracker.scalars("eval", final, state.step)
                 log(f"step {state.step}: dev " + ", ".join(f"{k} {v:.4f}" for k, v in final.items()))
                 if final["accuracy"] > state.best_accuracy:
                     state.best_accuracy, state.best_step = final["accuracy"], state.step
-                    atomic_dir(best_dir, lambda tmp: _save_model(model, tok, tmp, state, final))
-                atomic_dir(last_dir, lambda tmp: (_save_model(model, tok, tmp, state, final),
-                                                  save_state(tmp, opt, sched, state)))
+                    if ctx.is_main:
+                        atomic_dir(best_dir, lambda tmp: _save_model(model, tok, tmp, state, final))
+                if ctx.is_main:
+                    atomic_dir(last_dir, lambda tmp: (_save_model(model, tok, tmp, state, final),
+                                                      save_state(tmp, opt, sched, state)))
     seconds = time.perf_counter() - t0
-    if cfg.plot:
+    if cfg.plot and ctx.is_main:
         plot_curves(MetricsLog.read(metrics.path), os.path.join(r.output, "curves.png"))
     return {"step": state.step, "final": final, "best_accuracy": state.best_accuracy,
             "best_step": state.best_step, "best_dir": best_dir, "last_dir": last_dir,
@@ -390,22 +433,6 @@ def training_loss(r: Run, batch: list, yb: np.ndarray) -> mg.Tensor:
     with mg.no_grad():
         teacher_logits = r.teacher(**enc).logits
     return distill.distillation_loss(out.logits, out.loss, teacher_logits, r.cfg.temperature, r.cfg.alpha)
-
-
-def _read_window(window: list, state: TrainerState, last_dir: str) -> tuple[np.ndarray, np.ndarray]:
-    """The losses and gradient norms of the steps in ``window`` (state.step is the last of them), read
-    from the device in one transfer; the first step whose loss or norm is not finite stops the run.
-    Logged steps are emptied from ``window`` by the caller, so a value is read at most twice."""
-    values = mg.stack([mg.stack([loss.float(), norm.float()]) for loss, norm in window]).numpy().astype(np.float64)
-    first = state.step - len(window) + 1
-    for i, (loss, norm) in enumerate(values):
-        for what, value in (("training loss", loss), ("gradient norm", norm)):
-            if not math.isfinite(value):
-                kept = (f"the last good checkpoint (step {state.last_saved_step}) is kept in {last_dir}"
-                        if state.last_saved_step else "no checkpoint had been saved yet")
-                raise TrainingDiverged(f"step {first + i}: the {what} is {value}; stopping "
-                                       f"(lower --lr or check the data); {kept}")
-    return values[:, 0], values[:, 1]
 
 
 def _save_model(model, tok, directory: str, state: TrainerState, metrics: dict) -> None:
@@ -436,14 +463,25 @@ def main(argv: list[str] | None = None) -> int:
         cfg = parse_args(argv)
     except SystemExit as e:  # --help (0) or a flag argparse could not parse (2, already said)
         return int(e.code or 0)
-    try:
-        summary = train(cfg)
+    try:  # under torchrun: this rank of the process group (cuda becomes cuda:LOCAL_RANK)
+        ctx = distributed.init_from_env(cfg.device, cfg.ddp_timeout)
     except UserError as e:
         return fail(e)
+    try:
+        summary = train(dataclasses.replace(cfg, device=ctx.device), ctx)
+    except UserError as e:
+        return ctx.fail(e)
     except KeyboardInterrupt:
         print("error: interrupted; continue with --resume (from the last checkpoint, if one was "
               "saved)", file=sys.stderr)
         return 130
+    except BaseException as e:  # a bug: its traceback follows, and the other ranks learn who stopped
+        ctx.abort(e)
+        raise
+    finally:
+        distributed.close()
+    if not ctx.is_main:
+        return 0
     print(json.dumps({k: summary[k] for k in ("step", "final", "best_accuracy", "best_step",
                                               "best_dir", "seconds_per_step")}, indent=2))
     return 0

@@ -40,10 +40,13 @@ class MetricsLog:
     """Appends one JSON object per line to ``metrics.jsonl``.
 
     On resume, events from after the checkpoint's step (written by the interrupted run, and about
-    to be repeated) are dropped first, so the file reads as one uninterrupted run."""
+    to be repeated) are dropped first, so the file reads as one uninterrupted run. With ``path``
+    None (the ranks other than 0 of a data-parallel run) nothing is read or written."""
 
-    def __init__(self, path: str, keep_until_step: int | None = None):
+    def __init__(self, path: str | None, keep_until_step: int | None = None):
         self.path = path
+        if path is None:
+            return
         if keep_until_step is None:
             open(path, "w").close()
             return
@@ -53,6 +56,8 @@ class MetricsLog:
             f.writelines(json.dumps(e) + "\n" for e in kept)
 
     def write(self, **event) -> None:
+        if self.path is None:
+            return
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(event) + "\n")
 

@@ -122,6 +122,9 @@ class TrainConfig:
     augment_rate: float = _opt(0.1, "share of each text's words an augmentation changes", float,
                                check=OPEN_UNIT)
     augment_copies: int = _opt(1, "augmented copies per training example", int, check=AT_LEAST_1)
+    ddp_timeout: float = _opt(300.0, "under torchrun: seconds a collective (gradient all-reduce, "
+                                     "gather) may wait for the other processes before the run stops "
+                                     "with an error", float, check=POSITIVE)
 
 
 def flag(name: str) -> str:

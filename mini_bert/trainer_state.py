@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import re
 import shutil
@@ -22,7 +23,8 @@ from safetensors.numpy import load_file, save_file
 
 import minigrad as mg
 
-from .errors import OutputDirError, ResumeError
+from .data import examples_consumed, micro_batch_at
+from .errors import OutputDirError, ResumeError, UserError
 
 STATE_JSON, STATE_ARRAYS = "trainer_state.json", "trainer_state.safetensors"
 # What a run writes into its output directory; --overwrite deletes these and nothing else.
@@ -31,14 +33,36 @@ RUN_FILES = ("best", "last", "best.old", "last.old", "metrics.jsonl", "curves.pn
 STALE_TMP = re.compile(r"\.(best|last)\.tmp-")
 
 
+class TrainingDiverged(UserError, RuntimeError):
+    """The loss or the gradient norm stopped being a finite number."""
+
+
 @dataclass
 class TrainerState:
     run: dict                   # the settings a resumed run must share with this one
     step: int = 0               # optimizer steps taken
     micro_batch: int = 0        # micro-batches consumed: the position in the seeded shuffle
+    examples: int = 0           # examples consumed (across epochs): the position whatever the batch
+    world_size: int = 1         # processes of the run that saved this state (data parallelism)
     best_accuracy: float = -1.0
     best_step: int = 0
     last_saved_step: int = 0
+
+
+def read_window(window: list, state: TrainerState, last_dir: str) -> tuple[np.ndarray, np.ndarray]:
+    """The losses and gradient norms of the steps in ``window`` (state.step is the last of them), read
+    from the device in one transfer; the first step whose loss or norm is not finite stops the run.
+    Logged steps are emptied from ``window`` by the caller, so a value is read at most twice."""
+    values = mg.stack([mg.stack([loss.float(), norm.float()]) for loss, norm in window]).numpy().astype(np.float64)
+    first = state.step - len(window) + 1
+    for i, (loss, norm) in enumerate(values):
+        for what, value in (("training loss", loss), ("gradient norm", norm)):
+            if not math.isfinite(value):
+                kept = (f"the last good checkpoint (step {state.last_saved_step}) is kept in {last_dir}"
+                        if state.last_saved_step else "no checkpoint had been saved yet")
+                raise TrainingDiverged(f"step {first + i}: the {what} is {value}; stopping "
+                                       f"(lower --lr or check the data); {kept}")
+    return values[:, 0], values[:, 1]
 
 
 def atomic_dir(final: str, write: Callable[[str], None]) -> None:
@@ -129,7 +153,42 @@ def load_state(directory: str, opt, sched, run: dict) -> TrainerState:
         dev: arrays[s["safetensors_key"]] if "safetensors_key" in s else s
         for dev, s in doc["rng"]["states"].items()}})
     fields = {f.name for f in dataclasses.fields(TrainerState)}
+    if "examples" not in doc:  # saved before data parallelism: one process, run["batch_size"] per batch
+        doc["examples"] = examples_consumed(run["n_train"], run["batch_size"], doc["micro_batch"])
     return TrainerState(**{k: v for k, v in doc.items() if k in fields})
+
+
+def check_resume_batch(directory: str, batch_size: int, world_size: int) -> None:
+    """ResumeError, naming both splits, unless this run's global batch (``batch_size`` per process ×
+    ``world_size``) is the saved run's: the global batch, not the per-process one, sets the number of
+    steps and what a learning rate means, so a resumed run keeps it and may only split it
+    differently (e.g. 2 processes × 8 saved, 1 × 16 or 4 × 4 resumed)."""
+    with open(os.path.join(directory, STATE_JSON), encoding="utf-8") as f:
+        doc = json.load(f)
+    saved, saved_world = doc["run"].get("batch_size"), doc.get("world_size", 1)
+    if saved is not None and saved != batch_size * world_size:
+        split = f" = {saved // saved_world} × {saved_world}" if saved_world > 1 else ""
+        hint = (f" (with {world_size} process(es): --batch-size {saved // world_size})"
+                if saved % world_size == 0 else "")
+        raise ResumeError(f"--resume {directory}: this run differs from the saved one in batch_size, the "
+                          f"global batch (--batch-size × processes): saved {saved}{split}, now "
+                          f"{batch_size * world_size} = {batch_size} × {world_size}; keep it{hint}")
+
+
+def resume_position(state: TrainerState, n_train: int, batch_size: int, world_size: int) -> tuple[int, str]:
+    """(the micro-batch to continue from, a note for the log): the saved position is the number of
+    examples consumed, which the global batch divides (``check_resume_batch``), whatever the split."""
+    try:
+        micro = micro_batch_at(n_train, batch_size * world_size, state.examples)
+    except ValueError as e:  # a state edited by hand, or from an older format
+        raise ResumeError(f"cannot continue the saved data position: {e}") from None
+    note = ""
+    if state.world_size != world_size:
+        note = (f"; saved by {state.world_size} process(es), continued by {world_size} × --batch-size "
+                f"{batch_size}: the same global batch, from example {state.examples} (micro-batch {micro}); "
+                "the optimizer state is replicated, so rank 0's serves every rank")
+    state.world_size = world_size
+    return micro, note
 
 
 # ---- the output directory ------------------------------------------------------------------------
