@@ -101,9 +101,10 @@ class BertSelfAttention(nn.Module):
     Q, K, V = x W_qᵀ + b_q, ...;  per head h:  A_h = softmax(Q_h K_hᵀ / sqrt(d) + M),
     out_h = A_h V_h;  the n heads' outputs are concatenated back to width H.
     Dividing by sqrt(d) keeps the scores' variance near 1 whatever the head size, so softmax
-    does not saturate at initialisation. When nobody asks for the attention weights and no dropout
-    applies to them, ``F.scaled_dot_product_attention`` computes the same thing (on torch:cpu, and
-    numpy with numba, one fused kernel that never stores A_h), and the weights returned are None.
+    does not saturate at initialisation. When nobody asks for the attention weights,
+    ``F.scaled_dot_product_attention`` computes the same thing, dropout on A_h included (on numpy
+    with numba, and on torch:cpu without dropout, one fused kernel that never stores A_h), and the
+    weights returned are None.
     """
 
     def __init__(self, config: BertConfig):
@@ -125,8 +126,9 @@ class BertSelfAttention(nn.Module):
     def forward(self, x: mg.Tensor, mask: mg.Tensor | None,
                 output_attentions: bool = True) -> tuple[mg.Tensor, mg.Tensor | None]:
         q, k, v = self._heads(self.query(x)), self._heads(self.key(x)), self._heads(self.value(x))
-        if not output_attentions and not (self.training and self.dropout.p > 0):
-            context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        if not output_attentions:  # dropout included: F.dropout's mask, from the same generator
+            context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+                                                     dropout_p=self.dropout.p if self.training else 0.0)
             b, _, t, _ = context.shape
             return context.transpose(1, 2).reshape(b, t, -1), None
         scores = (q @ k.transpose(-1, -2)) * self.head_size ** -0.5     # [B, n, T, T]

@@ -157,41 +157,51 @@ def _mask4(mask, shape, dtype):
     return np.ascontiguousarray(np.broadcast_to(m, m.shape[:3] + (shape[-1],)))
 
 
-def _attention(q, k, v, mask, scale):
-    """(softmax(q kᵀ s + m) v, the log-sum-exp of each score row), a few heads at a time: q kᵀ and
-    p v on BLAS, the row pass between them compiled, the scores of a block kept in cache."""
+def _dropped(p, keep, c):
+    """p ⊙ r c (r the dropout's keep mask, c = 1/(1 - P)), or p itself without dropout."""
+    if keep is None:
+        return p
+    kept = p * keep
+    kept *= c
+    return kept
+
+
+def _attention(q, k, v, mask, scale, keep=None, keep_scale=1.0):
+    """(p̃ v with p = softmax(q kᵀ s + m), p̃ = p ⊙ keep · keep_scale, and the log-sum-exp of each
+    score row), a few heads at a time: q kᵀ and p̃ v on BLAS, the row pass between them compiled,
+    the scores of a block kept in cache."""
     loops = _loops()
     (q, k, v), dtype = _float(q, k, v)
     m = _mask4(mask, k.shape[:-1], q.dtype)
     out = np.empty(q.shape[:-1] + v.shape[-1:], q.dtype)
     lse = np.empty(q.shape[:-1] + (1,), q.dtype)  # 4-D, so that the pool cuts it like q
-    s = q.dtype.type(scale)
+    s, c = q.dtype.type(scale), q.dtype.type(keep_scale)
 
-    def block(q, k, v, m, out, lse):
+    def block(q, k, v, m, out, lse, keep):
         p = np.empty(q.shape[:-1] + k.shape[-2:-1], q.dtype)
         loops.attention_probs(q @ k.swapaxes(-1, -2), m, s, p, lse)
-        np.matmul(p, v, out=out)
-    _heads(block, q, k, v, m, out, lse)
+        np.matmul(_dropped(p, keep, c), v, out=out)
+    _heads(block, q, k, v, m, out, lse, keep)
     return out.astype(dtype, copy=False), lse[..., 0]
 
 
-def _attention_backward(g, q, k, v, out, lse, mask, scale):
-    """(dq, dk, dv) of ``_attention``: p = e^(q kᵀ s + m - lse) rebuilt, dv = pᵀ g,
-    dz = s p ⊙ (g vᵀ - Σ g vᵀ ⊙ p), dq = dz k, dk = dzᵀ q."""
+def _attention_backward(g, q, k, v, out, lse, mask, scale, keep=None, keep_scale=1.0):
+    """(dq, dk, dv) of ``_attention``: p = e^(q kᵀ s + m - lse) rebuilt, dv = p̃ᵀ g,
+    dz = s p ⊙ (dp - Σ dp ⊙ p) with dp = (g vᵀ) ⊙ keep · keep_scale, dq = dz k, dk = dzᵀ q."""
     loops = _loops()
     (g, q, k, v), dtype = _float(g, q, k, v)
     m = _mask4(mask, k.shape[:-1], q.dtype)
     dq, dk, dv = np.empty_like(q), np.empty_like(k), np.empty_like(v)
-    s = q.dtype.type(scale)
+    s, c = q.dtype.type(scale), q.dtype.type(keep_scale)
 
-    def block(g, q, k, v, lse, m, dq, dk, dv):
+    def block(g, q, k, v, lse, m, dq, dk, dv, keep):
         p, dz = np.empty((2,) + q.shape[:-1] + k.shape[-2:-1], q.dtype)
         loops.attention_probs_again(q @ k.swapaxes(-1, -2), m, s, lse, p)
-        np.matmul(p.swapaxes(-1, -2), g, out=dv)
-        loops.attention_score_grad(p, g @ v.swapaxes(-1, -2), s, dz)
+        np.matmul(_dropped(p, keep, c).swapaxes(-1, -2), g, out=dv)
+        loops.attention_score_grad(p, _dropped(g @ v.swapaxes(-1, -2), keep, c), s, dz)
         np.matmul(dz, k, out=dq)
         np.matmul(dz.swapaxes(-1, -2), q, out=dk)
-    _heads(block, g, q, k, v, np.asarray(lse, q.dtype)[..., None], m, dq, dk, dv)
+    _heads(block, g, q, k, v, np.asarray(lse, q.dtype)[..., None], m, dq, dk, dv, keep)
     return dq.astype(dtype, copy=False), dk.astype(dtype, copy=False), dv.astype(dtype, copy=False)
 
 
@@ -202,4 +212,5 @@ def kernels() -> dict:
     return dict(gelu=_gelu, gelu_backward=_gelu_backward, softmax=_softmax, softmax_backward=_softmax_backward,
                 layer_norm=_layer_norm, layer_norm_backward=_layer_norm_backward,
                 attention=_attention, attention_backward=_attention_backward,
-                attention_on=lambda q: q.ndim == 4 and q.size * q.shape[-2] >= MIN_ELEMENTS)  # ~ the scores' size
+                # (q.size · T: about the size of the scores)
+                attention_on=lambda q, dropout: q.ndim == 4 and q.size * q.shape[-2] >= MIN_ELEMENTS)

@@ -361,19 +361,21 @@ def _embedding_backward(g, ids, num_weights, padding_idx):
     return _aten.embedding_dense_backward(g, ids, num_weights, pad, False)
 
 
-def _attention(q, k, v, mask, scale):
-    """(softmax(q kᵀ scale + mask) v, the log-sum-exp of each score row): torch's CPU flash kernel."""
+def _attention(q, k, v, mask, scale, keep=None, keep_scale=1.0):
+    """(softmax(q kᵀ scale + mask) v, the log-sum-exp of each score row): torch's CPU flash kernel
+    (never given a dropout mask: ``attention_on`` says no when dropout applies)."""
     return _aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, False, attn_mask=mask, scale=scale)
 
 
-def _attention_backward(g, q, k, v, out, lse, mask, scale):
+def _attention_backward(g, q, k, v, out, lse, mask, scale, keep=None, keep_scale=1.0):
     """(dq, dk, dv) of ``_attention``, the probabilities recomputed from q, k and the log-sum-exp."""
     return _aten._scaled_dot_product_flash_attention_for_cpu_backward(
         g, q, k, v, out, lse, 0.0, False, attn_mask=mask, scale=scale)
 
 
-# attention: CPU only. CUDA's fused kernels (flash, memory-efficient) take other arguments and
-# need a GPU to be tested, so on CUDA ``attention_on`` says no and the composed attention runs.
+# attention: CPU only, without dropout. CUDA's fused kernels (flash, memory-efficient) take other
+# arguments and need a GPU to be tested, and torch's kernels draw a dropout mask from torch's own
+# generator, not minigrad's: there ``attention_on`` says no and the composed attention runs.
 kernels = Kernels(
     gelu=lambda x, approximate: torch.nn.functional.gelu(x, approximate=approximate),
     gelu_backward=lambda g, x, approximate: _aten.gelu_backward(g, x, approximate=approximate),
@@ -388,6 +390,6 @@ kernels = Kernels(
     embedding_backward=_embedding_backward,
     attention=_attention,
     attention_backward=_attention_backward,
-    attention_on=lambda q: q.device.type == "cpu",
+    attention_on=lambda q, dropout: q.device.type == "cpu" and not dropout,
 )
 

@@ -104,19 +104,20 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn
     As torch's: a bool ``attn_mask`` is True where attention is allowed, a float one is added to
     the scores; ``is_causal`` lets position i see positions ≤ i only (masked scores are -inf, so a
     fully masked row gives NaN, as in torch). ``dropout_p`` applies whenever it is non-zero (pass 0
-    in eval, as nanoGPT does). On torch:cpu, and on numpy with numba, for 4-d inputs with no dropout,
-    no causal flag and no mask or a float mask that needs no gradient, it is one fused op
-    (``ops.attention``) on the backend's kernel, which never stores the [.., T, T] probabilities.
+    in eval, as nanoGPT does). For 4-d inputs with no causal flag and no mask or a float mask that
+    needs no gradient, it is one fused op (``ops.attention``) on the backend's kernel, which never
+    stores the [.., T, T] probabilities: on torch:cpu without dropout, on numpy with numba also with
+    it (the dropout mask drawn as ``dropout`` draws it, from the same generator).
     """
     if is_causal and attn_mask is not None:
         raise ValueError("scaled_dot_product_attention: give attn_mask or is_causal, not both")
     scale = scale if scale is not None else query.shape[-1] ** -0.5
     fused = query._xp.kernels.attention_on
-    if (fused is not None and fused(query._data) and dropout_p == 0.0 and not is_causal
+    if (fused is not None and fused(query._data, dropout_p > 0) and dropout_p < 1.0 and not is_causal
             and query.ndim == 4 and query.dtype == key.dtype == value.dtype
             and (attn_mask is None or (attn_mask.dtype == query.dtype and not attn_mask.requires_grad))):
-        return ScaledDotProductAttention.apply(query, key, value,
-                                               None if attn_mask is None else attn_mask._data, scale)
+        return ScaledDotProductAttention.apply(query, key, value, None if attn_mask is None else attn_mask._data,
+                                               scale, dropout_p, default_generator(query.device) if dropout_p else None)
     scores = (query @ key.transpose(-2, -1)) * scale
     if is_causal:
         n, m = scores.shape[-2:]
