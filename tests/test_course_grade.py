@@ -243,3 +243,11 @@ def test_grader_inside_a_student_build_grades_without_isolation(student_tree: Pa
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("without isolation") == 1
     assert "not implemented yet (a1." in proc.stdout and "total: 0/" in proc.stdout
+
+
+def test_layernorm_backward_check_draws_well_conditioned_rows() -> None:
+    """Regression: seed 300970566 drew a normalized_shape=(2,) group of two nearly equal values, and
+    the reference failed the float32 comparison with torch (dx ~ 1/σ amplifies both sides' rounding)."""
+    proc = subprocess.run([sys.executable, "-m", "course.grade", ".", "--task", "a3.layernorm_backward",
+                           "--seed", "300970566"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "total: 4/4" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-2000:]

@@ -47,9 +47,19 @@ def check_layernorm_forward(rng):
                   backward=False)
 
 
+def _spread_rows(rng, shape, norm):
+    """x ~ N(1, 4), redrawn until every normalised group has σ >= 0.25. dx scales like 1/σ, so a
+    group of two nearly equal values (normalized_shape=(2,)) amplifies both sides' float32 rounding
+    past any fixed tolerance (seed 300970566 drew one: 1.9e-4 apart from torch)."""
+    while True:
+        x = C.values(rng, shape) * 2 + 1
+        if x.reshape(-1, int(np.prod(norm))).std(axis=1).min() >= 0.25:
+            return x
+
+
 def check_layernorm_backward(rng):
     for shape, norm in _ln_cases(rng):
-        x = C.values(rng, shape) * 2 + 1
+        x = _spread_rows(rng, shape, norm)
         w, b = C.values(rng, norm), C.values(rng, norm)
         C.both(f"LayerNorm.backward (normalized_shape={norm})",
                lambda ns, x, w, b, n=norm: ns.F.layer_norm(x, n, w, b, 1e-5),
