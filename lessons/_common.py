@@ -61,7 +61,12 @@ def savefig(fig, name: str) -> Path:
     import matplotlib.pyplot as plt
 
     path = out_path(name)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    # Written beside it, then renamed into place: a reader (the course site copying figures while
+    # another run of the same lesson saves them, as CI's two workers do) gets the old image or the
+    # new one, never half of one.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fig.savefig(tmp, dpi=110, bbox_inches="tight", format=path.suffix.lstrip(".") or "png")
+    os.replace(tmp, path)
     plt.close(fig)
     return saved(path)
 

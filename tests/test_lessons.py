@@ -51,3 +51,35 @@ def test_lesson_runs(path: Path) -> None:
     assert proc.returncode == 0, (f"{path.name} exited with {proc.returncode}\n"
                                   f"--- stdout (tail) ---\n{proc.stdout[-3000:]}\n"
                                   f"--- stderr (tail) ---\n{proc.stderr[-3000:]}")
+
+
+def test_savefig_renames_a_complete_image_into_place(tmp_path, monkeypatch) -> None:
+    """Regression: CI's site build copied lessons/out/17_completeness_vs_steps.png while the other
+    worker's run of lesson 17 was rewriting it, and Chromium got half a PNG. savefig now writes
+    beside the file and renames: at the rename the source is a whole PNG, and nothing is left over."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sys.path.insert(0, str(ROOT / "lessons"))
+    try:
+        import _common
+    finally:
+        sys.path.remove(str(ROOT / "lessons"))
+    monkeypatch.setattr(_common, "OUT", tmp_path)
+    monkeypatch.setattr(_common, "ROOT", tmp_path)  # (saved() prints the path relative to it)
+    renames = []
+    real_replace = os.replace
+
+    def replace(src, dst):
+        renames.append((Path(src), Path(dst), Path(src).read_bytes()))
+        real_replace(src, dst)
+    monkeypatch.setattr(_common.os, "replace", replace)
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    path = _common.savefig(fig, "figure.png")
+    [(src, dst, data)] = renames
+    assert dst == path == tmp_path / "figure.png" and src.parent == tmp_path
+    assert data.startswith(b"\x89PNG\r\n\x1a\n") and data.endswith(b"IEND\xaeB`\x82")  # a whole PNG
+    assert path.read_bytes() == data and sorted(tmp_path.iterdir()) == [path]
