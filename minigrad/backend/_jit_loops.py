@@ -211,14 +211,19 @@ def layer_norm_param_grads(g, x, mean, rstd, dw, db):
 # z, p, dp, dz are [B, n, T, S]; lse [B, n, T, 1]; the additive mask m [B or 1, n or 1, T or 1, S].
 # Each loop writes a separate output: written in place, LLVM could not rule out aliasing and kept
 # these loops scalar (4-5x slower). ``scale`` has the arrays' dtype, so float32 stays float32.
+@numba.njit(inline="always")
+def _mask_row(m, b, h, r):
+    """Row r of the mask for (batch b, head h), its size-1 dims broadcast."""
+    return m[b if m.shape[0] > 1 else 0, h if m.shape[1] > 1 else 0, r if m.shape[2] > 1 else 0]
+
+
 @jit
 def attention_probs(z, m, scale, p, lse):
     """p = softmax(z s + m) over each row, and lse = its log-sum-exp (max + log Σ e^(z s + m - max))."""
     for b in range(z.shape[0]):
         for h in range(z.shape[1]):
-            mbh = m[b if m.shape[0] > 1 else 0, h if m.shape[1] > 1 else 0]
             for r in range(z.shape[2]):
-                zr, pr, mr = z[b, h, r], p[b, h, r], mbh[r if mbh.shape[0] > 1 else 0]
+                zr, pr, mr = z[b, h, r], p[b, h, r], _mask_row(m, b, h, r)
                 top = zr[0] * scale + mr[0]
                 for c in range(zr.size):
                     pr[c] = zr[c] * scale + mr[c]
@@ -239,9 +244,8 @@ def attention_probs_again(z, m, scale, lse, p):
     """p = e^(z s + m - lse): the forward's probabilities, rebuilt from its log-sum-exp."""
     for b in range(z.shape[0]):
         for h in range(z.shape[1]):
-            mbh = m[b if m.shape[0] > 1 else 0, h if m.shape[1] > 1 else 0]
             for r in range(z.shape[2]):
-                zr, pr, mr, top = z[b, h, r], p[b, h, r], mbh[r if mbh.shape[0] > 1 else 0], lse[b, h, r, 0]
+                zr, pr, mr, top = z[b, h, r], p[b, h, r], _mask_row(m, b, h, r), lse[b, h, r, 0]
                 for c in range(zr.size):
                     pr[c] = exp(zr[c] * scale + mr[c] - top)
 

@@ -361,14 +361,22 @@ def _embedding_backward(g, ids, num_weights, padding_idx):
     return _aten.embedding_dense_backward(g, ids, num_weights, pad, False)
 
 
+def _no_dropout(keep) -> None:
+    """torch's kernels would draw their own mask: a given one must not be silently dropped."""
+    if keep is not None:
+        raise ValueError("torch's fused attention kernel takes no dropout mask (attention_on refuses dropout)")
+
+
 def _attention(q, k, v, mask, scale, keep=None, keep_scale=1.0):
     """(softmax(q kᵀ scale + mask) v, the log-sum-exp of each score row): torch's CPU flash kernel
     (never given a dropout mask: ``attention_on`` says no when dropout applies)."""
+    _no_dropout(keep)
     return _aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, False, attn_mask=mask, scale=scale)
 
 
 def _attention_backward(g, q, k, v, out, lse, mask, scale, keep=None, keep_scale=1.0):
     """(dq, dk, dv) of ``_attention``, the probabilities recomputed from q, k and the log-sum-exp."""
+    _no_dropout(keep)
     return _aten._scaled_dot_product_flash_attention_for_cpu_backward(
         g, q, k, v, out, lse, 0.0, False, attn_mask=mask, scale=scale)
 
