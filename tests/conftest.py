@@ -174,15 +174,15 @@ def randn(seed: int, shape, lo: float | None = None) -> np.ndarray:
 
 
 @pytest.fixture
-def crash_at_step(monkeypatch):
-    """``crash_at_step(n)``: the n-th ``AdamW.step`` from now raises KeyboardInterrupt, a crash in
-    the middle of a training run; ``crash_at_step(None)`` puts the real step back."""
+def crashed_run(monkeypatch):
+    """``crashed_run(cfg, n)``: ``mini_bert.finetune.train(cfg)`` with its n-th ``AdamW.step``
+    raising KeyboardInterrupt, a crash in the middle of a training run; checks that the run stopped
+    there, and puts the real step back for what follows (typically a ``--resume`` of cfg's output)."""
+    from mini_bert import finetune as FT
+
     real_step = mg.optim.AdamW.step
 
-    def arm(n):
-        if n is None:
-            monkeypatch.setattr(mg.optim.AdamW, "step", real_step)
-            return
+    def run(cfg, n: int) -> None:
         calls = {"n": 0}
 
         def crashing_step(self):
@@ -192,6 +192,11 @@ def crash_at_step(monkeypatch):
             real_step(self)
 
         monkeypatch.setattr(mg.optim.AdamW, "step", crashing_step)
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                FT.train(cfg)
+        finally:
+            monkeypatch.setattr(mg.optim.AdamW, "step", real_step)
 
-    return arm
+    return run
 

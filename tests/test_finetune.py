@@ -187,14 +187,11 @@ def test_same_seed_same_weights_bit_for_bit(tiny, tmp_path):
     assert any(not np.array_equal(wa[k], wc[k]) for k in wa)  # the seed matters (head, order, dropout)
 
 
-def test_resume_continues_exactly(tiny, tmp_path, crash_at_step):
+def test_resume_continues_exactly(tiny, tmp_path, crashed_run):
     kw = dict(grad_accum=2, max_steps=4, eval_every=2)
     straight = FT.train(config(tiny, tmp_path / "straight", **kw))
 
-    crash_at_step(3)
-    with pytest.raises(KeyboardInterrupt):
-        FT.train(config(tiny, tmp_path / "broken", **kw))
-    crash_at_step(None)
+    crashed_run(config(tiny, tmp_path / "broken", **kw), 3)
     state = json.load(open(tmp_path / "broken" / "last" / "trainer_state.json"))
     assert state["step"] == 2 and state["micro_batch"] == 4
 

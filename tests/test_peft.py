@@ -226,7 +226,7 @@ def test_adapter_that_does_not_fit_names_the_keys(tmp_path):
 
 
 # ---- inside the fine-tuning loop --------------------------------------------------------------------
-def test_finetune_with_lora_resumes_exactly_and_saves_loadable_checkpoints(tmp_path, crash_at_step):
+def test_finetune_with_lora_resumes_exactly_and_saves_loadable_checkpoints(tmp_path, crashed_run):
     """`python -m mini_bert.finetune --lora-r 4 ...`: only A, B and the head train; best/ holds a
     merged checkpoint that transformers loads plus the adapter; a crashed run resumed from
     base + adapter ends bit for bit where an uninterrupted one does (dropout on everywhere)."""
@@ -242,10 +242,7 @@ def test_finetune_with_lora_resumes_exactly_and_saves_loadable_checkpoints(tmp_p
               lora_r=4, lora_alpha=8.0, lora_dropout=0.1)
     straight = FT.train(FT.TrainConfig(output=str(tmp_path / "straight"), **kw))
 
-    crash_at_step(3)
-    with pytest.raises(KeyboardInterrupt):
-        FT.train(FT.TrainConfig(output=str(tmp_path / "broken"), **kw))
-    crash_at_step(None)
+    crashed_run(FT.TrainConfig(output=str(tmp_path / "broken"), **kw), 3)
     FT.train(FT.TrainConfig(output=str(tmp_path / "broken"), resume=str(tmp_path / "broken"), **kw))
     for name in ("adapter/adapter_model.safetensors", "model.safetensors"):
         a, b = (load_file(tmp_path / run / "last" / name) for run in ("straight", "broken"))

@@ -141,7 +141,7 @@ def test_bad_use_is_a_clear_error():
 
 
 # ---- inside the fine-tuning loop --------------------------------------------------------------------
-def test_finetune_with_prompt_tuning_resumes_exactly_and_saves_what_peft_loads(tmp_path, crash_at_step):
+def test_finetune_with_prompt_tuning_resumes_exactly_and_saves_what_peft_loads(tmp_path, crashed_run):
     """`python -m mini_bert.finetune --prompt-tuning 4 ...`: only the prompt and the head train;
     a crashed run resumed from base + adapter ends bit for bit where an uninterrupted one does;
     best/ + best/adapter load in transformers + peft and give our logits."""
@@ -155,10 +155,7 @@ def test_finetune_with_prompt_tuning_resumes_exactly_and_saves_what_peft_loads(t
               dev=make_tsv(tmp_path / "d.tsv", 8, 2, 1), batch_size=8, max_steps=4, eval_every=2,
               lr=1e-2, max_length=16, seed=0, progress=False, plot=False, prompt_tuning=4)
     straight = FT.train(FT.TrainConfig(output=str(tmp_path / "straight"), **kw))
-    crash_at_step(3)
-    with pytest.raises(KeyboardInterrupt):
-        FT.train(FT.TrainConfig(output=str(tmp_path / "broken"), **kw))
-    crash_at_step(None)
+    crashed_run(FT.TrainConfig(output=str(tmp_path / "broken"), **kw), 3)
     FT.train(FT.TrainConfig(output=str(tmp_path / "broken"), resume=str(tmp_path / "broken"), **kw))
     a, b = (load_file(tmp_path / run / "last/adapter/adapter_model.safetensors") for run in ("straight", "broken"))
     assert a.keys() == {"prompt_embeddings", "base_model.classifier.weight", "base_model.classifier.bias"}
