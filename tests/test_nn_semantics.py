@@ -283,6 +283,18 @@ def test_scaled_dot_product_attention_matches_torch(device, kwargs):
 
 
 @pytest.mark.parametrize("device", BACKENDS)
+@pytest.mark.parametrize("shape", [(1, 1, 3, 2), (1, 1, 64, 16)], ids=["composed", "fusable"])
+@pytest.mark.parametrize("p", [-0.1, 1.5])
+def test_scaled_dot_product_attention_refuses_a_bad_dropout_p(device, shape, p):
+    """As torch does (a RuntimeError there), whichever form would run: the larger shape is one
+    numpy's fused kernel takes, and a fused op never reaches dropout()'s own check (a regression:
+    -0.1 was accepted there)."""
+    q = mg.tensor(RNG.standard_normal(shape), device=device)
+    with pytest.raises(ValueError, match=r"dropout_p must be in \[0, 1\], got"):
+        F.scaled_dot_product_attention(q, q, q, dropout_p=p)
+
+
+@pytest.mark.parametrize("device", BACKENDS)
 def test_one_hot_matches_torch(device):
     ids = np.array([[0, 3], [2, 1]])
     _close(F.one_hot(mg.tensor(ids, device=device)), torch.nn.functional.one_hot(torch.tensor(ids)))

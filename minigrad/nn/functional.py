@@ -111,10 +111,12 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn
     """
     if is_causal and attn_mask is not None:
         raise ValueError("scaled_dot_product_attention: give attn_mask or is_causal, not both")
+    if not 0.0 <= dropout_p <= 1.0:  # checked here, as the fused op below never reaches dropout()
+        raise ValueError(f"scaled_dot_product_attention: dropout_p must be in [0, 1], got {dropout_p}")
     scale = scale if scale is not None else query.shape[-1] ** -0.5
     fused = query._xp.kernels.attention_on
-    if (fused is not None and fused(query._data, dropout_p > 0) and dropout_p < 1.0 and not is_causal
-            and query.ndim == 4 and query.dtype == key.dtype == value.dtype
+    if (fused is not None and query.ndim == 4 and fused(query._data, dropout_p > 0) and dropout_p < 1.0
+            and not is_causal and query.dtype == key.dtype == value.dtype
             and (attn_mask is None or (attn_mask.dtype == query.dtype and not attn_mask.requires_grad))):
         return ScaledDotProductAttention.apply(query, key, value, None if attn_mask is None else attn_mask._data,
                                                scale, dropout_p, default_generator(query.device) if dropout_p else None)
