@@ -159,9 +159,8 @@ def evaluate(model, tok, examples, y: np.ndarray, cfg: TrainConfig, num_classes:
             out = forward(model, tok, examples[s:s + cfg.eval_batch_size], yb, cfg)
             parts.append((out.loss.item() * len(yb), predictions(out.logits.numpy(), cfg.loss)))
     model.train()
-    total = 0.0
-    for loss_sum, _ in (parts := [p for ps in ctx.gather(parts) for p in ps]):
-        total += loss_sum
+    parts = [p for ps in ctx.gather(parts) for p in ps]  # every rank's batches, in batch order
+    total = sum(loss_sum for loss_sum, _ in parts)  # added left to right, as one process adds them
     pred = np.concatenate([p for _, p in parts])
     return {"loss": total / len(examples), "accuracy": accuracy(pred, y), "f1": f1(pred, y, num_classes)}
 
